@@ -1,0 +1,173 @@
+//! `w1` collab appends: 1,000 channels; 1,000,000 messages of 200 random bytes
+//! appended with 256 in flight under Fsync; then every channel read in full; then
+//! one channel, one append at a time, 10,000 messages.
+
+use crate::BenchOptions;
+use crate::stats::{per_second, percentile_us};
+use parking_lot::{Condvar, Mutex};
+use rand::{Rng, SeedableRng};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Instant;
+use vellum::{Durability, NewMessage, Options, ReadRequest, SyncPolicy, Vellum};
+
+pub const CHANNELS: usize = 1_000;
+pub const MESSAGES: usize = 1_000_000;
+pub const MESSAGE_BYTES: usize = 200;
+pub const IN_FLIGHT: usize = 256;
+pub const SEQUENTIAL: usize = 10_000;
+/// Threads submitting appends (each keeps `IN_FLIGHT / SUBMITTERS` in flight).
+const SUBMITTERS: usize = 2;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct W1Report {
+    pub workload: &'static str,
+    pub durability: &'static str,
+    pub channels: usize,
+    pub messages: usize,
+    pub appends_per_s: f64,
+    pub ack_p50_us: u64,
+    pub ack_p99_us: u64,
+    pub read_msgs_per_s: f64,
+    pub seq_ack_p50_us: u64,
+    pub journal_syncs: u64,
+}
+
+/// A counting semaphore for in-flight appends. A waiting submitter is woken only once
+/// `WAKE_BATCH` slots are free, so completions (which run on Vellum's commit thread)
+/// do not pay a thread wake-up each.
+struct Window {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+const WAKE_BATCH: usize = 32;
+
+impl Window {
+    fn acquire(&self) {
+        let mut free = self.free.lock();
+        while *free == 0 {
+            self.freed.wait(&mut free);
+        }
+        *free -= 1;
+    }
+    fn release(&self) {
+        let mut free = self.free.lock();
+        *free += 1;
+        if *free == WAKE_BATCH || *free == IN_FLIGHT {
+            self.freed.notify_all();
+        }
+    }
+    fn wait_all(&self, total: usize) {
+        let mut free = self.free.lock();
+        while *free < total {
+            self.freed.wait(&mut free);
+        }
+    }
+}
+
+pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
+    let dir = options.temp_dir()?;
+    let messages = options.scaled(MESSAGES, 1_000);
+    let sequential = options.scaled(SEQUENTIAL, 100);
+    let store = Arc::new(Vellum::open(
+        dir.path(),
+        Options {
+            sync: SyncPolicy::Fsync,
+            open_files_max: 4096,
+            eviction: None,
+            ..Options::default()
+        },
+    )?);
+    let channel_names: Arc<Vec<String>> = Arc::new(
+        (0..CHANNELS)
+            .map(|i| format!("w1-channel-{i:04}"))
+            .collect(),
+    );
+
+    // Phase 1: concurrent appends.
+    let latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(messages)));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let window = Arc::new(Window {
+        free: Mutex::new(IN_FLIGHT),
+        freed: Condvar::new(),
+    });
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..SUBMITTERS {
+            let (store, names, window) = (store.clone(), channel_names.clone(), window.clone());
+            let (latencies, failures) = (latencies.clone(), failures.clone());
+            let share = messages / SUBMITTERS + usize::from(t < messages % SUBMITTERS);
+            s.spawn(move || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64);
+                let mut data = [0u8; MESSAGE_BYTES];
+                for _ in 0..share {
+                    rng.fill(&mut data[..]);
+                    let channel = &names[rng.random_range(0..names.len())];
+                    window.acquire();
+                    let submitted = Instant::now();
+                    let (lat, fail, win) = (latencies.clone(), failures.clone(), window.clone());
+                    let queued =
+                        store.append_with(channel, &[NewMessage::new(&data)], move |result| {
+                            match result {
+                                Ok(acks) if acks[0].durability == Durability::Fsynced => {
+                                    lat.lock().push(submitted.elapsed().as_micros() as u32)
+                                }
+                                Ok(_) => fail.lock().push("acknowledged below Fsync".into()),
+                                Err(e) => fail.lock().push(e.to_string()),
+                            }
+                            win.release();
+                        });
+                    if let Err(e) = queued {
+                        failures.lock().push(e.to_string());
+                        window.release();
+                    }
+                }
+            });
+        }
+    });
+    window.wait_all(IN_FLIGHT);
+    let append_elapsed = started.elapsed();
+    if let Some(e) = failures.lock().first() {
+        anyhow::bail!("an append failed: {e}");
+    }
+    let mut latencies = std::mem::take(&mut *latencies.lock());
+    anyhow::ensure!(latencies.len() == messages, "lost acknowledgements");
+
+    // Phase 2: read every channel in full.
+    let started = Instant::now();
+    let mut read = 0usize;
+    for name in channel_names.iter() {
+        store.read(name, &ReadRequest::all())?.for_each_ref(|m| {
+            read += 1;
+            std::hint::black_box(m.data);
+            ControlFlow::Continue(())
+        })?;
+    }
+    let read_elapsed = started.elapsed();
+    anyhow::ensure!(read == messages, "read {read} of {messages} messages");
+
+    // Phase 3: one channel, one append at a time.
+    let mut seq_latencies = Vec::with_capacity(sequential);
+    let mut data = [0u8; MESSAGE_BYTES];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    for _ in 0..sequential {
+        rng.fill(&mut data[..]);
+        let submitted = Instant::now();
+        store.append("w1-sequential", &data)?;
+        seq_latencies.push(submitted.elapsed().as_micros() as u32);
+    }
+    let journal_syncs = store.stats().commit.journal_syncs;
+    Ok(W1Report {
+        workload: "w1",
+        durability: "fsync",
+        channels: CHANNELS,
+        messages,
+        appends_per_s: per_second(messages, append_elapsed),
+        ack_p50_us: percentile_us(&mut latencies, 50.0),
+        ack_p99_us: percentile_us(&mut latencies, 99.0),
+        read_msgs_per_s: per_second(read, read_elapsed),
+        seq_ack_p50_us: percentile_us(&mut seq_latencies, 50.0),
+        journal_syncs,
+    })
+}

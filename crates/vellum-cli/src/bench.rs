@@ -1,0 +1,47 @@
+//! `vellum bench <workload>`.
+
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use vellum_bench::BenchOptions;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Workload {
+    /// Collab appends: 1,000 channels, 1,000,000 appends, Fsync.
+    W1,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    workload: Workload,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Scale every count (smoke runs use e.g. 0.01; the figures that count are at 1).
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Directory in which to make the benchmark's temporary data directory.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.scale > 0.0 && args.scale.is_finite(),
+        "--scale must be positive"
+    );
+    let options = BenchOptions {
+        scale: args.scale,
+        dir: args.dir,
+    };
+    let report = match args.workload {
+        Workload::W1 => serde_json::to_value(vellum_bench::w1::run(&options)?)?,
+    };
+    if args.json {
+        println!("{report}");
+    } else {
+        for (name, value) in report.as_object().expect("a report is an object") {
+            println!("{name:>18}  {value}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! The `vellum` command. Thin: parsing and printing; the work lives in the crates.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+/// Many small buffers are allocated on one thread and freed on another (writers and
+/// the commit thread); mimalloc handles that without the lock contention of glibc's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "vellum", version, about = "Vellum: a durable message store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a benchmark workload (w1) and print its figures.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    raise_open_file_limit();
+    match Cli::parse().command {
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Channel files stay open in a cache of up to `open_files_max`; lift the soft limit
+/// on open files to the hard limit so the default cache fits.
+fn raise_open_file_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
+}

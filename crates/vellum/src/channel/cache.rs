@@ -1,0 +1,79 @@
+//! The open-channel cache: an LRU of loaded channels (each holding one open file)
+//! under `open_files_max`. Only idle channels are evicted, so two copies of one
+//! channel's state can never exist at once.
+
+use super::id::ChannelId;
+use super::log::{Channel, Files};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub struct ChannelCache {
+    capacity: usize,
+    files: Arc<Files>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<ChannelId, (Arc<Channel>, u64)>,
+    /// Last-use tick → id, oldest first.
+    by_age: BTreeMap<u64, ChannelId>,
+    tick: u64,
+}
+
+impl ChannelCache {
+    pub fn new(capacity: usize, files: Arc<Files>) -> Self {
+        ChannelCache {
+            capacity: capacity.max(1),
+            files,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The channel object for `id`, shared by every caller while it is cached.
+    pub fn get(&self, id: &ChannelId) -> Arc<Channel> {
+        let mut inner = self.inner.lock();
+        inner.tick += 1;
+        let tick = inner.tick;
+        if let Some((channel, old_tick)) = inner.by_id.get_mut(id) {
+            let channel = channel.clone();
+            let old = std::mem::replace(old_tick, tick);
+            inner.by_age.remove(&old);
+            inner.by_age.insert(tick, id.clone());
+            return channel;
+        }
+        if inner.by_id.len() >= self.capacity {
+            inner.evict_one(&self.files);
+        }
+        let channel = Arc::new(Channel::new(id.clone()));
+        inner.by_id.insert(id.clone(), (channel.clone(), tick));
+        inner.by_age.insert(tick, id.clone());
+        channel
+    }
+
+    /// The channel for `id` if it is cached.
+    pub fn peek(&self, id: &ChannelId) -> Option<Arc<Channel>> {
+        self.inner.lock().by_id.get(id).map(|(c, _)| c.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().by_id.len()
+    }
+}
+
+impl Inner {
+    /// Drops the least recently used idle channel, if any is idle.
+    fn evict_one(&mut self, files: &Arc<Files>) {
+        let victim = self.by_age.iter().find_map(|(&tick, id)| {
+            let (channel, _) = &self.by_id[id];
+            // Only the cache holds it, and nothing runs or waits on it.
+            (Arc::strong_count(channel) == 1 && channel.is_idle_and_flushed(files))
+                .then(|| (tick, id.clone()))
+        });
+        if let Some((tick, id)) = victim {
+            self.by_age.remove(&tick);
+            self.by_id.remove(&id);
+        }
+    }
+}

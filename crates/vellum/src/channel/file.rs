@@ -1,0 +1,331 @@
+//! The channel file format (docs/format.md §2): a header, then framed records —
+//! messages, metadata lines and archive markers — and a cursor that walks them.
+
+use super::id::ChannelId;
+use crate::record::{self, Decoded, Reader};
+use crate::storage::StorageFile;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"VELLUMCH";
+pub const FORMAT_VERSION: u32 = 1;
+
+const KIND_MESSAGE: u8 = 1;
+const KIND_METADATA: u8 = 2;
+const KIND_ARCHIVED: u8 = 3;
+
+/// The longest message key.
+pub const KEY_BYTES_MAX: usize = 64;
+
+/// A channel file's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub epoch: u64,
+    pub first_seq: u64,
+    pub created_ms: u64,
+    pub expire_ms: u64,
+    pub id: ChannelId,
+}
+
+impl Header {
+    pub fn encode(&self) -> Vec<u8> {
+        let id = self.id.as_str().as_bytes();
+        let len = 50 + id.len() + 4;
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.first_seq.to_le_bytes());
+        out.extend_from_slice(&self.created_ms.to_le_bytes());
+        out.extend_from_slice(&self.expire_ms.to_le_bytes());
+        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        out.extend_from_slice(id);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Reads and checks the header at the start of `file`; returns it and its length.
+    pub fn read(file: &dyn StorageFile) -> Result<(Header, u64), HeaderError> {
+        let mut fixed = [0u8; 50];
+        file.read_exact_at(&mut fixed, 0)
+            .map_err(HeaderError::from_io)?;
+        if &fixed[0..8] != MAGIC {
+            return Err(HeaderError::Invalid("bad magic"));
+        }
+        let mut r = Reader::new(&fixed[8..]);
+        let version = r.u32().unwrap();
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Invalid("unsupported format version"));
+        }
+        let len = r.u32().unwrap() as usize;
+        let id_len = u16::from_le_bytes([fixed[48], fixed[49]]) as usize;
+        if len != 50 + id_len + 4 {
+            return Err(HeaderError::Invalid("inconsistent header length"));
+        }
+        let mut whole = vec![0u8; len];
+        file.read_exact_at(&mut whole, 0)
+            .map_err(HeaderError::from_io)?;
+        let stored_crc = u32::from_le_bytes(whole[len - 4..].try_into().unwrap());
+        if crc32c::crc32c(&whole[..len - 4]) != stored_crc {
+            return Err(HeaderError::Invalid("header checksum mismatch"));
+        }
+        let mut r = Reader::new(&whole[16..]);
+        let epoch = r.u64().unwrap();
+        let first_seq = r.u64().unwrap();
+        let created_ms = r.u64().unwrap();
+        let expire_ms = r.u64().unwrap();
+        let _ = r.u16();
+        let id = std::str::from_utf8(r.bytes(id_len).unwrap())
+            .ok()
+            .and_then(|s| ChannelId::new(s).ok())
+            .ok_or(HeaderError::Invalid("header holds an invalid channel id"))?;
+        let header = Header {
+            epoch,
+            first_seq,
+            created_ms,
+            expire_ms,
+            id,
+        };
+        Ok((header, len as u64))
+    }
+}
+
+/// Why a channel file's header could not be read.
+#[derive(Debug)]
+pub enum HeaderError {
+    /// The file is shorter than its header: a creation that never became durable.
+    Short,
+    Invalid(&'static str),
+    Io(io::Error),
+}
+
+impl HeaderError {
+    fn from_io(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            HeaderError::Short
+        } else {
+            HeaderError::Io(e)
+        }
+    }
+}
+
+/// One record of a channel file, borrowed from the cursor's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    Message {
+        seq: u64,
+        time_ms: u64,
+        key: &'a [u8],
+        data: &'a [u8],
+    },
+    /// A CryptPad metadata line: a JSON object (state) or `["CMD", args, time]`.
+    Metadata { time_ms: u64, line: &'a [u8] },
+    /// The channel was archived for this reason.
+    Archived { time_ms: u64, reason: &'a str },
+}
+
+impl<'a> Body<'a> {
+    /// Whether a record body is a message, without parsing it.
+    pub fn is_message(body: &[u8]) -> bool {
+        body.first() == Some(&KIND_MESSAGE)
+    }
+
+    pub fn parse(body: &'a [u8]) -> Result<Body<'a>, &'static str> {
+        let mut r = Reader::new(body);
+        let bad = "truncated record body";
+        match r.u8().ok_or(bad)? {
+            KIND_MESSAGE => {
+                let seq = r.u64().ok_or(bad)?;
+                let time_ms = r.u64().ok_or(bad)?;
+                let key_len = r.u8().ok_or(bad)? as usize;
+                if key_len > KEY_BYTES_MAX {
+                    return Err("key longer than 64 bytes");
+                }
+                let key = r.bytes(key_len).ok_or(bad)?;
+                Ok(Body::Message {
+                    seq,
+                    time_ms,
+                    key,
+                    data: r.rest(),
+                })
+            }
+            KIND_METADATA => Ok(Body::Metadata {
+                time_ms: r.u64().ok_or(bad)?,
+                line: r.rest(),
+            }),
+            KIND_ARCHIVED => {
+                let time_ms = r.u64().ok_or(bad)?;
+                let reason =
+                    std::str::from_utf8(r.rest()).map_err(|_| "archive reason is not UTF-8")?;
+                Ok(Body::Archived { time_ms, reason })
+            }
+            _ => Err("unknown record kind"),
+        }
+    }
+
+    /// Appends this record, framed, to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        record::encode_with(out, |b| match *self {
+            Body::Message {
+                seq,
+                time_ms,
+                key,
+                data,
+            } => {
+                assert!(key.len() <= KEY_BYTES_MAX);
+                b.push(KIND_MESSAGE);
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&time_ms.to_le_bytes());
+                b.push(key.len() as u8);
+                b.extend_from_slice(key);
+                b.extend_from_slice(data);
+            }
+            Body::Metadata { time_ms, line } => {
+                b.push(KIND_METADATA);
+                b.extend_from_slice(&time_ms.to_le_bytes());
+                b.extend_from_slice(line);
+            }
+            Body::Archived { time_ms, reason } => {
+                b.push(KIND_ARCHIVED);
+                b.extend_from_slice(&time_ms.to_le_bytes());
+                b.extend_from_slice(reason.as_bytes());
+            }
+        })
+    }
+}
+
+/// The framed size of a message record.
+pub fn message_record_bytes(key_len: usize, data_len: usize) -> usize {
+    record::FRAME_BYTES + 1 + 8 + 8 + 1 + key_len + data_len
+}
+
+/// Reads only the key of the message record at `offset` (never its data): the key
+/// index keeps hashes, and a candidate is confirmed against the key on disk.
+pub fn read_message_key(file: &dyn StorageFile, offset: u64) -> io::Result<Vec<u8>> {
+    let key_at = offset + record::FRAME_BYTES as u64 + 1 + 8 + 8;
+    let mut buf = [0u8; 1 + KEY_BYTES_MAX];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], key_at + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    let key_len = buf[0] as usize;
+    if got == 0 || key_len > KEY_BYTES_MAX || 1 + key_len > got {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message key unreadable",
+        ));
+    }
+    Ok(buf[1..1 + key_len].to_vec())
+}
+
+/// What the cursor found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// An intact record at `offset`; its body is `cursor.body(range)`.
+    Record { offset: u64, body: Range<usize> },
+    /// The end was reached cleanly.
+    End,
+    /// The bytes at `offset` are not an intact record (damage, or a torn tail).
+    Damaged { offset: u64, reason: &'static str },
+}
+
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Walks the records of a file between two offsets with large positional reads.
+pub struct Cursor {
+    file: Arc<dyn StorageFile>,
+    /// File offset of `buf[lo]`.
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    lo: usize,
+    hi: usize,
+}
+
+impl Cursor {
+    pub fn new(file: Arc<dyn StorageFile>, start: u64, end: u64) -> Self {
+        Cursor {
+            file,
+            pos: start,
+            end,
+            buf: Vec::new(),
+            lo: 0,
+            hi: 0,
+        }
+    }
+
+    /// The offset of the next record.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn body(&self, range: Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// The whole framed record (length and checksum included) whose body is `body`.
+    pub fn framed(&self, body: Range<usize>) -> &[u8] {
+        &self.buf[body.start - record::FRAME_BYTES..body.end]
+    }
+
+    pub fn next(&mut self) -> io::Result<Step> {
+        loop {
+            match record::decode(&self.buf[self.lo..self.hi]) {
+                Decoded::Record { framed_len, .. } => {
+                    let offset = self.pos;
+                    let body = self.lo + record::FRAME_BYTES..self.lo + framed_len;
+                    self.lo += framed_len;
+                    self.pos += framed_len as u64;
+                    return Ok(Step::Record { offset, body });
+                }
+                Decoded::Damaged(reason) => {
+                    return Ok(Step::Damaged {
+                        offset: self.pos,
+                        reason,
+                    });
+                }
+                Decoded::Incomplete { framed_len } => {
+                    let buffered_end = self.pos + (self.hi - self.lo) as u64;
+                    if buffered_end >= self.end {
+                        return Ok(if self.hi == self.lo {
+                            Step::End
+                        } else {
+                            Step::Damaged {
+                                offset: self.pos,
+                                reason: "record cut short (torn tail)",
+                            }
+                        });
+                    }
+                    self.refill(framed_len.unwrap_or(0), buffered_end)?;
+                }
+            }
+        }
+    }
+
+    fn refill(&mut self, need: usize, buffered_end: u64) -> io::Result<()> {
+        self.buf.copy_within(self.lo..self.hi, 0);
+        self.hi -= self.lo;
+        self.lo = 0;
+        let want = need.max(CHUNK_BYTES).max(self.hi + 1);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let room = (self.buf.len() - self.hi) as u64;
+        let to_read = room.min(self.end - buffered_end) as usize;
+        let n = self
+            .file
+            .read_at(&mut self.buf[self.hi..self.hi + to_read], buffered_end)?;
+        if n == 0 {
+            // The file is shorter than `end`: treat what we have as the end.
+            self.end = buffered_end;
+        }
+        self.hi += n;
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! Rewrites (docs/format.md §4): clear, trim, delete, remove, archive, restore.
+//! Each runs alone on its channel after a checkpoint, and is crash-atomic: the new
+//! file is complete and synced before one rename puts it in place.
+
+use super::file::{Body, Cursor, Header, Step};
+use super::id::ChannelId;
+use super::log::{Live, Presence, State, archived_reason};
+use crate::engine::{ChannelInfo, Inner, now_ms, system_ms};
+use crate::error::{Error, IoContext, Result};
+use crate::storage::OpenMode;
+use std::io;
+use std::path::Path;
+
+/// Bytes buffered before each write of a rewritten file.
+const WRITE_CHUNK_BYTES: usize = 1 << 20;
+
+/// Creates `dir` if it is missing, making its entry in `parent` durable.
+fn ensure_dir(inner: &Inner, parent: &Path, dir: &Path) -> Result<()> {
+    if inner
+        .storage
+        .stat(dir)
+        .context(|| format!("stat of {}", dir.display()))?
+        .is_none()
+    {
+        inner
+            .storage
+            .create_dir_all(dir)
+            .and_then(|()| inner.storage.sync_dir(parent))
+            .context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Keeps the current file as `trimmed/<xx>/<id>.<epoch>.vlog` (a hard link; a copy
+/// where links are impossible). The file is already durable: a checkpoint just ran.
+pub fn backup(inner: &Inner, id: &ChannelId, live: &Live) -> Result<()> {
+    let layout = &inner.layout;
+    let shard = layout.trimmed.join(id.shard());
+    ensure_dir(inner, &layout.trimmed, &shard)?;
+    let target = shard.join(format!("{id}.{}.vlog", live.header.epoch));
+    let source = id.file_in(&layout.channels);
+    let linked = inner.storage.hard_link(&source, &target);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(_) => copy_file(inner, &source, &target, live.len)?,
+    }
+    inner
+        .storage
+        .sync_dir(&shard)
+        .context(|| format!("syncing {}", shard.display()))
+}
+
+fn copy_file(inner: &Inner, source: &Path, target: &Path, len: u64) -> Result<()> {
+    let tmp = inner
+        .layout
+        .tmp
+        .join(target.file_name().expect("a file name"));
+    let context = || format!("copying {} to {}", source.display(), target.display());
+    let from = inner
+        .storage
+        .open(source, OpenMode::Read)
+        .context(context)?;
+    let to = inner
+        .storage
+        .open(&tmp, OpenMode::CreateReadWrite)
+        .context(context)?;
+    to.set_len(0).context(context)?;
+    let mut buf = vec![0u8; WRITE_CHUNK_BYTES];
+    let mut at = 0;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        from.read_exact_at(&mut buf[..n], at).context(context)?;
+        to.write_all_at(&buf[..n], at).context(context)?;
+        at += n as u64;
+    }
+    to.sync_data().context(context)?;
+    inner.storage.rename(&tmp, target).context(context)
+}
+
+/// Replaces the channel's file with one holding its folded metadata and the messages
+/// whose index position `keep` accepts, under a new epoch; then reloads the state.
+pub fn rewrite(
+    inner: &Inner,
+    id: &ChannelId,
+    state: &mut State,
+    keep: impl Fn(usize) -> bool,
+    first_seq: u64,
+) -> Result<()> {
+    let Presence::Live(live) = &state.presence else {
+        unreachable!("rewrite of a live channel")
+    };
+    assert!(
+        live.tail.is_empty(),
+        "the checkpoint before a rewrite writes the tail"
+    );
+    let layout = &inner.layout;
+    let path = id.file_in(&layout.channels);
+    let header = Header {
+        epoch: inner.new_epoch(live.header.epoch),
+        first_seq,
+        ..live.header.clone()
+    };
+    let tmp = layout.tmp.join(format!("{id}.{}.vlog", header.epoch));
+    let context = || format!("rewriting channel {id}");
+    let out = inner
+        .storage
+        .open(&tmp, OpenMode::CreateReadWrite)
+        .context(context)?;
+    out.set_len(0).context(context)?;
+    let mut buf = header.encode();
+    Body::Metadata {
+        time_ms: now_ms(),
+        line: &live.metadata.to_json(),
+    }
+    .encode_into(&mut buf);
+    let mut written = 0u64;
+    if let (Some(file), Some(first)) = (&live.file, live.index.get(0)) {
+        let mut cursor = Cursor::new(file.file.clone(), first.offset, live.len);
+        let mut pos = 0;
+        loop {
+            match cursor.next().context(context)? {
+                Step::Record { body, .. } => {
+                    if Body::is_message(cursor.body(body.clone())) {
+                        if keep(pos) {
+                            buf.extend_from_slice(cursor.framed(body));
+                        }
+                        pos += 1;
+                    }
+                }
+                Step::End => break,
+                Step::Damaged { offset, reason } => {
+                    let _ = inner.storage.remove_file(&tmp);
+                    return Err(Error::Corrupted {
+                        path,
+                        offset,
+                        reason: reason.into(),
+                    });
+                }
+            }
+            if buf.len() >= WRITE_CHUNK_BYTES {
+                out.write_all_at(&buf, written).context(context)?;
+                written += buf.len() as u64;
+                buf.clear();
+            }
+        }
+    }
+    out.write_all_at(&buf, written).context(context)?;
+    out.sync_data().context(context)?;
+    drop(out);
+    inner.storage.rename(&tmp, &path).context(context)?;
+    sync_parent(inner, &path)?;
+    inner.reload(id, state)
+}
+
+fn sync_parent(inner: &Inner, path: &Path) -> Result<()> {
+    let dir = path.parent().expect("files live in shard directories");
+    inner
+        .storage
+        .sync_dir(dir)
+        .context(|| format!("syncing {}", dir.display()))
+}
+
+/// Unlinks the live file; a later append starts a fresh channel.
+pub fn remove(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
+    let path = id.file_in(&inner.layout.channels);
+    inner
+        .storage
+        .remove_file(&path)
+        .context(|| format!("removing channel {id}"))?;
+    sync_parent(inner, &path)?;
+    state.presence = Presence::Missing {
+        archived: archived_reason(id, &inner.load_context())?,
+    };
+    Ok(())
+}
+
+/// Marks the file with the reason, then moves it into the archive (replacing an older archived copy).
+pub fn archive(inner: &Inner, id: &ChannelId, state: &mut State, reason: &str) -> Result<()> {
+    let Presence::Live(live) = &state.presence else {
+        unreachable!("archive of a live channel")
+    };
+    assert!(
+        live.tail.is_empty(),
+        "the checkpoint before an archive writes the tail"
+    );
+    let layout = &inner.layout;
+    let context = || format!("archiving channel {id}");
+    if let Some(file) = &live.file {
+        let mut marker = Vec::new();
+        Body::Archived {
+            time_ms: now_ms(),
+            reason,
+        }
+        .encode_into(&mut marker);
+        file.file.write_all_at(&marker, live.len).context(context)?;
+        file.file.sync_data().context(context)?;
+    }
+    let from = id.file_in(&layout.channels);
+    let to = id.file_in(&layout.archive);
+    ensure_dir(inner, &layout.archive, to.parent().expect("shard"))?;
+    inner.storage.rename(&from, &to).context(context)?;
+    sync_parent(inner, &to)?;
+    sync_parent(inner, &from)?;
+    state.presence = Presence::Missing {
+        archived: Some(reason.to_string()),
+    };
+    Ok(())
+}
+
+/// Moves an archived channel back to the live tree.
+pub fn restore(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
+    match &state.presence {
+        Presence::Live(_) => {
+            return Err(Error::RestoreConflict {
+                channel: id.clone(),
+            });
+        }
+        Presence::Missing { archived: None } => {
+            return Err(Error::NotArchived {
+                channel: id.clone(),
+            });
+        }
+        _ => {}
+    }
+    let layout = &inner.layout;
+    let from = id.file_in(&layout.archive);
+    let to = id.file_in(&layout.channels);
+    let context = || format!("restoring channel {id}");
+    ensure_dir(inner, &layout.channels, to.parent().expect("shard"))?;
+    inner.storage.rename(&from, &to).context(context)?;
+    sync_parent(inner, &to)?;
+    sync_parent(inner, &from)?;
+    inner.reload(id, state)
+}
+
+/// Deletes an archived channel.
+pub fn remove_archived(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
+    if !matches!(state.presence, Presence::Missing { archived: Some(_) }) {
+        return Err(Error::NotArchived {
+            channel: id.clone(),
+        });
+    }
+    let path = id.file_in(&inner.layout.archive);
+    inner
+        .storage
+        .remove_file(&path)
+        .context(|| format!("removing archived channel {id}"))?;
+    sync_parent(inner, &path)?;
+    state.presence = Presence::Missing { archived: None };
+    Ok(())
+}
+
+/// Counts the messages of a channel file that is not loaded (an archived one).
+pub fn summarize(inner: &Inner, path: &Path, id: &ChannelId) -> Result<ChannelInfo> {
+    let context = || format!("reading {}", path.display());
+    let file = inner.storage.open(path, OpenMode::Read).context(context)?;
+    let (header, header_len) = Header::read(&*file).map_err(|_| Error::Corrupted {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: "bad channel header".into(),
+    })?;
+    let len = file.len().context(context)?;
+    let mut messages = 0;
+    let mut next_seq = header.first_seq;
+    let mut cursor = Cursor::new(file, header_len, len);
+    while let Step::Record { body, .. } = cursor.next().context(context)? {
+        if let Ok(Body::Message { seq, .. }) = Body::parse(cursor.body(body)) {
+            messages += 1;
+            next_seq = seq + 1;
+        }
+    }
+    let stat = inner.storage.stat(path).context(context)?;
+    let (modified_ms, accessed_ms) =
+        stat.map_or((0, 0), |s| (system_ms(s.modified), system_ms(s.accessed)));
+    Ok(ChannelInfo {
+        id: id.clone(),
+        size_bytes: len,
+        messages,
+        first_seq: header.first_seq,
+        next_seq,
+        created_ms: header.created_ms,
+        modified_ms,
+        accessed_ms,
+        archived: None,
+    })
+}

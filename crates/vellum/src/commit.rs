@@ -1,0 +1,650 @@
+//! Group commit (docs/format.md §3.2–3.3).
+//!
+//! Three threads:
+//! - the **commit** thread takes every queued write, appends it to the journal with one
+//!   `write`, and — once the journal is synced past it — applies it to its channel
+//!   (committed bytes, index, metadata) and acknowledges it;
+//! - the **sync** thread `fdatasync`s the journal, each sync covering everything
+//!   written so far, so the next group is written while the previous one syncs;
+//! - the **checkpoint** thread makes channel files durable and deletes old journal files.
+
+use crate::channel::cache::ChannelCache;
+use crate::channel::id::ChannelId;
+use crate::channel::log::{Channel, Files, Presence, TAIL_BYTES_MAX};
+use crate::channel::metadata::Metadata;
+use crate::error::{Error, Result};
+use crate::journal::{self, Entry, JournalWriter};
+use crate::options::{Durability, SyncPolicy};
+use crate::storage::{OpenMode, StorageFile};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Called once a write is committed (or failed). Runs on the commit thread: keep it short.
+pub type Completion = Box<dyn FnOnce(Result<Durability>) + Send>;
+
+/// One write to one channel file: records to put at `offset`, and what committing them changes.
+pub struct Job {
+    pub channel: Arc<Channel>,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+    /// `(seq, offset, key hash)` of each message in `bytes`, for the channel's index.
+    pub messages: Vec<(u64, u64, u64)>,
+    /// The channel's metadata once this write is committed, if it changes it.
+    pub metadata: Option<Metadata>,
+    pub done: Completion,
+}
+
+/// Counters the committer keeps (read by stats and benchmarks).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Groups written to the journal.
+    pub groups: u64,
+    pub jobs: u64,
+    pub journal_syncs: u64,
+    pub checkpoints: u64,
+}
+
+pub struct Settings {
+    pub files: Arc<Files>,
+    pub cache: Arc<ChannelCache>,
+    pub policy: SyncPolicy,
+    pub commit_bytes_max: usize,
+    pub queue_bytes_max: usize,
+    pub journal_bytes_max: u64,
+}
+
+/// Groups written to the journal and waiting for their sync, at most.
+const GROUPS_IN_FLIGHT_MAX: usize = 64;
+
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Bytes reserved by writers, queued or about to be.
+    bytes: usize,
+    closing: bool,
+    checkpoint_wanted: bool,
+    /// The journal file being written, and the LSNs written and synced in it.
+    journal_file: Arc<dyn StorageFile>,
+    written_lsn: u64,
+    synced_lsn: u64,
+    /// Set when the sync thread should stop.
+    sync_stop: bool,
+}
+
+struct Checkpoints {
+    requested: u64,
+    completed: u64,
+}
+
+struct Shared {
+    settings: Settings,
+    queue: Mutex<Queue>,
+    /// Wakes the commit thread (new jobs, a sync done, a checkpoint wanted, closing).
+    wake: Condvar,
+    /// Wakes writers waiting for queue space.
+    space: Condvar,
+    /// Wakes the sync thread.
+    sync_wake: Condvar,
+    poison: Mutex<Option<String>>,
+    checkpoints: Mutex<Checkpoints>,
+    checkpoint_done: Condvar,
+    stats: Mutex<CommitStats>,
+}
+
+pub struct Committer {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Bytes of queue space held by a writer; released unless turned into a queued job.
+pub struct Reservation<'a> {
+    committer: &'a Committer,
+    bytes: usize,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.committer.shared.release(self.bytes);
+        }
+    }
+}
+
+impl Committer {
+    pub fn start(settings: Settings, journal: JournalWriter) -> Committer {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                bytes: 0,
+                closing: false,
+                checkpoint_wanted: false,
+                journal_file: journal.file(),
+                written_lsn: journal.lsn(),
+                synced_lsn: journal.lsn(),
+                sync_stop: false,
+            }),
+            settings,
+            wake: Condvar::new(),
+            space: Condvar::new(),
+            sync_wake: Condvar::new(),
+            poison: Mutex::new(None),
+            checkpoints: Mutex::new(Checkpoints {
+                requested: 0,
+                completed: 0,
+            }),
+            checkpoint_done: Condvar::new(),
+            stats: Mutex::new(CommitStats::default()),
+        });
+        let (tx, rx) = mpsc::channel();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .expect("spawning a store thread")
+        };
+        let threads = vec![
+            spawn("vellum-commit", {
+                let shared = shared.clone();
+                Box::new(move || CommitLoop::new(shared, journal, tx).run())
+            }),
+            spawn("vellum-sync", {
+                let shared = shared.clone();
+                Box::new(move || run_syncs(&shared))
+            }),
+            spawn("vellum-checkpoint", {
+                let shared = shared.clone();
+                Box::new(move || run_checkpoints(&shared, rx))
+            }),
+        ];
+        Committer {
+            shared,
+            threads: Mutex::new(threads),
+        }
+    }
+
+    /// Fails if the store is poisoned or closed.
+    pub fn check_writable(&self) -> Result<()> {
+        if let Some(cause) = self.shared.poison.lock().clone() {
+            return Err(Error::Poisoned { cause });
+        }
+        if self.shared.queue.lock().closing {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Waits for room for `bytes` in the commit queue (a write bigger than the whole
+    /// queue waits for an empty queue).
+    pub fn reserve(&self, bytes: usize) -> Result<Reservation<'_>> {
+        self.check_writable()?;
+        let max = self.shared.settings.queue_bytes_max;
+        let mut queue = self.shared.queue.lock();
+        while queue.bytes > 0 && queue.bytes + bytes > max && !queue.closing {
+            self.shared.space.wait(&mut queue);
+        }
+        if queue.closing {
+            return Err(Error::Closed);
+        }
+        queue.bytes += bytes;
+        Ok(Reservation {
+            committer: self,
+            bytes,
+        })
+    }
+
+    /// Queues a job. Call with the channel's state locked, so the channel's jobs queue
+    /// in the order their offsets were assigned.
+    pub fn submit(&self, mut reservation: Reservation<'_>, job: Job) {
+        let mut queue = self.shared.queue.lock();
+        // The reservation's bytes now belong to the queued job.
+        queue.bytes += job.bytes.len();
+        queue.bytes -= reservation.bytes;
+        reservation.bytes = 0;
+        queue.jobs.push_back(job);
+        self.shared.wake.notify_one();
+    }
+
+    /// Runs a checkpoint that starts after this call and waits for it: afterwards no
+    /// journal entry written before the call remains, and every channel's committed
+    /// bytes are durable in its file.
+    pub fn checkpoint(&self) -> Result<()> {
+        let ticket = {
+            let mut c = self.shared.checkpoints.lock();
+            c.requested += 1;
+            c.requested
+        };
+        {
+            let mut queue = self.shared.queue.lock();
+            if queue.closing {
+                return Err(Error::Closed);
+            }
+            queue.checkpoint_wanted = true;
+            self.shared.wake.notify_one();
+        }
+        let mut c = self.shared.checkpoints.lock();
+        while c.completed < ticket {
+            if let Some(cause) = self.shared.poison.lock().clone() {
+                return Err(Error::Poisoned { cause });
+            }
+            self.shared.checkpoint_done.wait(&mut c);
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> CommitStats {
+        *self.shared.stats.lock()
+    }
+
+    /// Commits everything queued, checkpoints, and stops the threads.
+    pub fn close(&self) {
+        {
+            let mut queue = self.shared.queue.lock();
+            queue.closing = true;
+            self.shared.wake.notify_all();
+            self.shared.space.notify_all();
+        }
+        for thread in self.threads.lock().drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Shared {
+    fn release(&self, bytes: usize) {
+        let mut queue = self.queue.lock();
+        queue.bytes -= bytes;
+        self.space.notify_all();
+    }
+
+    fn poison(&self, cause: String) {
+        tracing::error!(%cause, "store poisoned: refusing writes until reopened");
+        self.poison.lock().get_or_insert(cause);
+        let _c = self.checkpoints.lock();
+        self.checkpoint_done.notify_all();
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poison.lock().clone()
+    }
+}
+
+/// The sync thread: fdatasyncs the journal whenever it has unsynced entries.
+fn run_syncs(shared: &Shared) {
+    let mut queue = shared.queue.lock();
+    loop {
+        while queue.written_lsn == queue.synced_lsn && !queue.sync_stop {
+            shared.sync_wake.wait(&mut queue);
+        }
+        if queue.written_lsn == queue.synced_lsn {
+            return;
+        }
+        let (target, file) = (queue.written_lsn, queue.journal_file.clone());
+        let result = MutexGuard::unlocked(&mut queue, || file.sync_data());
+        if let Err(e) = result {
+            // The groups waiting for this sync fail: the commit thread sees the poison.
+            shared.poison(format!("journal sync failed: {e}"));
+        }
+        shared.stats.lock().journal_syncs += 1;
+        queue.synced_lsn = queue.synced_lsn.max(target);
+        shared.wake.notify_one();
+    }
+}
+
+/// What one checkpoint must make durable before it deletes old journal files.
+struct CheckpointJob {
+    ticket: u64,
+    dirty: Vec<ChannelId>,
+    dirty_dirs: Vec<PathBuf>,
+    delete_below_lsn: u64,
+}
+
+/// Jobs written to the journal, waiting for the sync that covers `end_lsn`.
+struct Group {
+    jobs: Vec<Job>,
+    end_lsn: u64,
+}
+
+struct CommitLoop {
+    shared: Arc<Shared>,
+    journal: JournalWriter,
+    checkpoints: mpsc::Sender<CheckpointJob>,
+    buf: Vec<u8>,
+    in_flight: VecDeque<Group>,
+    /// Channels written since the last checkpoint.
+    dirty: HashSet<ChannelId>,
+    /// When the journal was first written after its last sync (`Interval` policy).
+    unsynced_since: Option<Instant>,
+}
+
+/// What the commit thread should do next.
+struct Work {
+    write: Vec<Job>,
+    synced_lsn: u64,
+    checkpoint: bool,
+    closing: bool,
+    sync_due: bool,
+}
+
+impl CommitLoop {
+    fn new(
+        shared: Arc<Shared>,
+        journal: JournalWriter,
+        checkpoints: mpsc::Sender<CheckpointJob>,
+    ) -> Self {
+        CommitLoop {
+            shared,
+            journal,
+            checkpoints,
+            buf: Vec::new(),
+            in_flight: VecDeque::new(),
+            dirty: HashSet::new(),
+            unsynced_since: None,
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            let work = self.next_work();
+            if !work.write.is_empty() {
+                self.write(work.write);
+            }
+            self.apply_synced(work.synced_lsn);
+            if work.sync_due {
+                self.request_sync();
+            }
+            let full = self.journal.entry_bytes() >= self.shared.settings.journal_bytes_max;
+            if work.checkpoint || full || work.closing {
+                self.settle();
+                self.rotate();
+            }
+            if work.closing {
+                break;
+            }
+        }
+        self.shared.queue.lock().sync_stop = true;
+        self.shared.sync_wake.notify_all();
+        // Dropping the checkpoint sender lets that thread finish its queue and stop.
+    }
+
+    /// Waits until there is something to do, and takes it.
+    fn next_work(&mut self) -> Work {
+        let shared = self.shared.clone();
+        let mut queue = shared.queue.lock();
+        loop {
+            let synced = self
+                .in_flight
+                .front()
+                .is_some_and(|g| g.end_lsn <= queue.synced_lsn);
+            let writable = !queue.jobs.is_empty() && self.in_flight.len() < GROUPS_IN_FLIGHT_MAX;
+            let interval = match shared.settings.policy {
+                SyncPolicy::Interval(every) => self.unsynced_since.map(|since| since + every),
+                _ => None,
+            };
+            let sync_due = interval.is_some_and(|due| due <= Instant::now());
+            if synced || writable || sync_due || queue.checkpoint_wanted || queue.closing {
+                break;
+            }
+            match interval {
+                Some(due) => {
+                    shared.wake.wait_until(&mut queue, due);
+                }
+                None => shared.wake.wait(&mut queue),
+            }
+        }
+        let mut write = Vec::new();
+        if self.in_flight.len() < GROUPS_IN_FLIGHT_MAX {
+            let mut bytes = 0;
+            while let Some(job) = queue.jobs.front() {
+                if !write.is_empty() && bytes + job.bytes.len() > shared.settings.commit_bytes_max {
+                    break;
+                }
+                bytes += job.bytes.len();
+                write.push(queue.jobs.pop_front().expect("front exists"));
+            }
+        }
+        let sync_due = matches!(shared.settings.policy, SyncPolicy::Interval(every)
+            if self.unsynced_since.is_some_and(|since| since.elapsed() >= every));
+        Work {
+            write,
+            synced_lsn: queue.synced_lsn,
+            checkpoint: std::mem::take(&mut queue.checkpoint_wanted),
+            closing: queue.closing && queue.jobs.is_empty(),
+            sync_due,
+        }
+    }
+
+    /// Appends a group to the journal (§3.2 step 1) and hands it to the sync thread,
+    /// or, without `Fsync`, applies it at once.
+    fn write(&mut self, jobs: Vec<Job>) {
+        let written = match self.shared.poisoned() {
+            Some(cause) => Err(cause),
+            None => self.append(&jobs).map_err(|e| {
+                let cause = format!("journal write failed: {e}");
+                self.shared.poison(cause.clone());
+                cause
+            }),
+        };
+        self.shared.stats.lock().groups += 1;
+        if let Err(cause) = written {
+            self.finish(jobs, &Err(Error::Poisoned { cause }));
+            return;
+        }
+        let end_lsn = self.journal.lsn();
+        match self.shared.settings.policy {
+            SyncPolicy::Fsync => {
+                self.in_flight.push_back(Group { jobs, end_lsn });
+                self.shared.queue.lock().written_lsn = end_lsn;
+                self.shared.sync_wake.notify_one();
+            }
+            SyncPolicy::Interval(_) | SyncPolicy::Buffered => {
+                self.unsynced_since.get_or_insert_with(Instant::now);
+                self.finish(jobs, &Ok(Durability::Written));
+            }
+        }
+    }
+
+    fn append(&mut self, jobs: &[Job]) -> io::Result<()> {
+        self.buf.clear();
+        for job in jobs {
+            Entry {
+                id: job.channel.id.as_str(),
+                offset: job.offset,
+                bytes: &job.bytes,
+            }
+            .encode_into(&mut self.buf);
+            if !self.dirty.contains(&job.channel.id) {
+                self.dirty.insert(job.channel.id.clone());
+            }
+        }
+        self.journal.append(&self.buf)
+    }
+
+    /// Applies and acknowledges every group the journal is synced past (§3.2 step 3–4).
+    fn apply_synced(&mut self, synced_lsn: u64) {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|g| g.end_lsn <= synced_lsn)
+        {
+            let group = self.in_flight.pop_front().expect("front exists");
+            let result = match self.shared.poisoned() {
+                Some(cause) => Err(Error::Poisoned { cause }),
+                None => Ok(Durability::Fsynced),
+            };
+            self.finish(group.jobs, &result);
+        }
+    }
+
+    /// Hands the journal to the sync thread now (`Interval` policy).
+    fn request_sync(&mut self) {
+        self.unsynced_since = None;
+        self.shared.queue.lock().written_lsn = self.journal.lsn();
+        self.shared.sync_wake.notify_one();
+    }
+
+    /// Makes committed jobs visible to readers and acknowledges them; fails them all
+    /// if `result` is an error.
+    fn finish(&mut self, jobs: Vec<Job>, result: &Result<Durability>) {
+        let files = &self.shared.settings.files;
+        let mut flush_failed = None;
+        let bytes: usize = jobs.iter().map(|j| j.bytes.len()).sum();
+        for job in &jobs {
+            let mut state = job.channel.state.lock();
+            if result.is_ok()
+                && let Presence::Live(live) = &mut state.presence
+            {
+                live.commit(job.offset, &job.bytes);
+                for &(seq, offset, key_hash) in &job.messages {
+                    live.index.push(seq, offset, key_hash);
+                }
+                if let Some(metadata) = &job.metadata {
+                    live.metadata = metadata.clone();
+                }
+                if live.tail.len() >= TAIL_BYTES_MAX
+                    && let Err(e) = live.flush(&job.channel.id, files)
+                {
+                    flush_failed = Some(format!("writing channel {} failed: {e}", job.channel.id));
+                }
+            }
+            state.pending -= 1;
+            if state.pending == 0 {
+                job.channel.drained.notify_all();
+            }
+        }
+        if let Some(cause) = flush_failed {
+            // The bytes are safe in the journal; refuse writes until a reopen replays it.
+            self.shared.poison(cause);
+        }
+        self.shared.release(bytes);
+        self.shared.stats.lock().jobs += jobs.len() as u64;
+        for job in jobs {
+            (job.done)(match result {
+                Ok(durability) => Ok(*durability),
+                Err(Error::Poisoned { cause }) => Err(Error::Poisoned {
+                    cause: cause.clone(),
+                }),
+                Err(_) => unreachable!("commit errors are poison"),
+            });
+        }
+    }
+
+    /// Waits until every written group is synced and applied.
+    fn settle(&mut self) {
+        while let Some(end_lsn) = self.in_flight.back().map(|g| g.end_lsn) {
+            let synced = {
+                let mut queue = self.shared.queue.lock();
+                while queue.synced_lsn < end_lsn {
+                    self.shared.wake.wait(&mut queue);
+                }
+                queue.synced_lsn
+            };
+            self.apply_synced(synced);
+        }
+    }
+
+    /// Writes the tails of the channels written since the last checkpoint into their files.
+    fn flush_dirty(&self) -> io::Result<()> {
+        let settings = &self.shared.settings;
+        for id in &self.dirty {
+            // A channel that left the cache wrote its tail as it left.
+            if let Some(channel) = settings.cache.peek(id)
+                && let Presence::Live(live) = &mut channel.state.lock().presence
+            {
+                live.flush(id, &settings.files)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a new journal file and hands the old one's checkpoint to the checkpoint
+    /// thread (§3.3 step 1). Runs between groups, with nothing in flight.
+    fn rotate(&mut self) {
+        let ticket = self.shared.checkpoints.lock().requested;
+        if self.shared.poisoned().is_some() {
+            return;
+        }
+        if let Err(e) = self.flush_dirty() {
+            self.shared.poison(format!(
+                "writing channel files for a checkpoint failed: {e}"
+            ));
+            return;
+        }
+        let lsn = self.journal.lsn();
+        if self.journal.entry_bytes() > 0 {
+            let files = &self.shared.settings.files;
+            match JournalWriter::create(&*files.storage, &files.layout.journal, lsn) {
+                Ok(journal) => {
+                    let mut queue = self.shared.queue.lock();
+                    queue.journal_file = journal.file();
+                    queue.written_lsn = lsn;
+                    queue.synced_lsn = lsn;
+                    self.journal = journal;
+                }
+                Err(e) => {
+                    self.shared
+                        .poison(format!("starting a journal file failed: {e}"));
+                    return;
+                }
+            }
+            self.unsynced_since = None;
+        }
+        let job = CheckpointJob {
+            ticket,
+            dirty: self.dirty.drain().collect(),
+            dirty_dirs: self.shared.settings.files.take_dirty_dirs(),
+            delete_below_lsn: lsn,
+        };
+        let _ = self.checkpoints.send(job);
+    }
+}
+
+fn run_checkpoints(shared: &Shared, jobs: mpsc::Receiver<CheckpointJob>) {
+    for job in jobs {
+        if let Err(e) = checkpoint(shared, &job) {
+            shared.poison(format!("checkpoint failed: {e}"));
+        }
+        shared.stats.lock().checkpoints += 1;
+        let mut c = shared.checkpoints.lock();
+        c.completed = c.completed.max(job.ticket);
+        shared.checkpoint_done.notify_all();
+    }
+}
+
+/// Steps 2–3 of §3.3: make the channel files durable, then drop the journal files that described them.
+fn checkpoint(shared: &Shared, job: &CheckpointJob) -> io::Result<()> {
+    let storage = &*shared.settings.files.storage;
+    let layout = &shared.settings.files.layout;
+    for id in &job.dirty {
+        match storage.open(&id.file_in(&layout.channels), OpenMode::Read) {
+            Ok(file) => file.sync_data()?,
+            // Removed by hand by an operator: nothing to make durable.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for dir in &job.dirty_dirs {
+        storage.sync_dir(dir)?;
+    }
+    let mut deleted = false;
+    for (lsn, path) in journal::list_files(storage, &layout.journal)? {
+        if lsn < job.delete_below_lsn {
+            storage.remove_file(&path)?;
+            deleted = true;
+        }
+    }
+    if deleted {
+        storage.sync_dir(&layout.journal)?;
+    }
+    Ok(())
+}

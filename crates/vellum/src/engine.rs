@@ -1,0 +1,829 @@
+//! The public API: [`Vellum`], a store of channel logs in one data directory.
+
+use crate::channel::cache::ChannelCache;
+use crate::channel::file::{Body, Header, KEY_BYTES_MAX};
+use crate::channel::history::{self, History, ReadRequest};
+use crate::channel::id::{ChannelId, id_of_file_name};
+use crate::channel::log::{Channel, Files, Live, LoadContext, LostLog, LostRange, Presence, State};
+use crate::channel::metadata::{self, Metadata};
+use crate::channel::rewrite;
+use crate::commit::{CommitStats, Committer, Job, Settings};
+use crate::error::{Error, IoContext, Result};
+use crate::eviction::{self, EvictionReport};
+use crate::layout::Layout;
+use crate::options::{Durability, MESSAGE_BYTES_CEILING, Options};
+use crate::recovery::{self, RecoveryReport};
+use crate::storage::{RealStorage, SharedStorage};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One message to append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewMessage<'a> {
+    pub data: &'a [u8],
+    /// The client's key for it (≤ 64 bytes); `None` keys it by a hash of its content.
+    pub key: Option<&'a [u8]>,
+}
+
+impl<'a> NewMessage<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        NewMessage { data, key: None }
+    }
+    pub fn with_key(data: &'a [u8], key: &'a [u8]) -> Self {
+        NewMessage {
+            data,
+            key: Some(key),
+        }
+    }
+}
+
+/// The acknowledgement of one appended message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub position: crate::Position,
+    pub time_ms: u64,
+    pub key: Vec<u8>,
+    pub durability: Durability,
+}
+
+/// Picks one message: by seq or by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Seq(u64),
+    Key(Vec<u8>),
+}
+
+/// Live channels or archived ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Live,
+    Archived,
+}
+
+/// What `info` and `list` report about a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub id: ChannelId,
+    /// Bytes of the channel's file: messages and metadata.
+    pub size_bytes: u64,
+    pub messages: u64,
+    /// The lowest seq a read may still ask for (raised by trim and clear).
+    pub first_seq: u64,
+    /// The seq the next append gets.
+    pub next_seq: u64,
+    pub created_ms: u64,
+    pub modified_ms: u64,
+    pub accessed_ms: u64,
+    /// Why it was archived, for an archived channel.
+    pub archived: Option<String>,
+}
+
+/// Engine-wide counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    pub open_files: usize,
+    pub open_files_peak: usize,
+    pub cached_channels: usize,
+    pub commit: CommitStats,
+    pub lost_ranges: usize,
+}
+
+pub(crate) struct Inner {
+    pub storage: SharedStorage,
+    pub layout: Layout,
+    pub options: Options,
+    pub files: Arc<Files>,
+    pub cache: Arc<ChannelCache>,
+    pub committer: Committer,
+    pub lost: LostLog,
+    recovery: RecoveryReport,
+    last_epoch: Mutex<u64>,
+    stop: Mutex<bool>,
+    stop_signal: Condvar,
+    _lock: Box<dyn Send + Sync>,
+}
+
+/// A Vellum store open on one data directory. Cheap to share across threads (`&Vellum` is `Sync`).
+pub struct Vellum {
+    inner: Arc<Inner>,
+    evictor: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The default key: a 128-bit BLAKE3 hash of the content, in hex.
+fn content_key(data: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hash = blake3::hash(data);
+    let mut key = Vec::with_capacity(32);
+    for byte in &hash.as_bytes()[..16] {
+        key.push(HEX[usize::from(byte >> 4)]);
+        key.push(HEX[usize::from(byte & 0xf)]);
+    }
+    key
+}
+
+impl Vellum {
+    /// Opens (creating if needed) the data directory at `path` on the real filesystem.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Vellum> {
+        Vellum::open_with_storage(Arc::new(RealStorage), path, options)
+    }
+
+    /// Opens a data directory through `storage` (tests pass a simulated one).
+    pub fn open_with_storage(
+        storage: SharedStorage,
+        path: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<Vellum> {
+        let path = path.as_ref();
+        assert!(
+            options.message_bytes_max <= MESSAGE_BYTES_CEILING,
+            "message_bytes_max is at most {MESSAGE_BYTES_CEILING}"
+        );
+        let layout = Layout::new(path);
+        storage
+            .create_dir_all(path)
+            .context(|| format!("creating {}", path.display()))?;
+        let lock = storage
+            .lock_exclusive(&layout.lock)
+            .context(|| format!("locking {}", path.display()))?;
+        let (recovery, journal) = recovery::recover(&*storage, &layout)?;
+        let files = Files::new(storage.clone(), layout.clone());
+        let cache = Arc::new(ChannelCache::new(options.open_files_max, files.clone()));
+        let committer = Committer::start(
+            Settings {
+                files: files.clone(),
+                cache: cache.clone(),
+                policy: options.sync,
+                commit_bytes_max: options.commit_bytes_max,
+                queue_bytes_max: options.queue_bytes_max,
+                journal_bytes_max: options.journal_bytes_max,
+            },
+            journal,
+        );
+        let lost = recovery.lost.clone();
+        let inner = Arc::new(Inner {
+            storage,
+            layout,
+            cache,
+            options,
+            files,
+            committer,
+            lost: LostLog::new(lost),
+            recovery,
+            last_epoch: Mutex::new(0),
+            stop: Mutex::new(false),
+            stop_signal: Condvar::new(),
+            _lock: lock,
+        });
+        let evictor = inner.options.eviction.map(|eviction| {
+            let inner = inner.clone();
+            std::thread::Builder::new()
+                .name("vellum-evict".into())
+                .spawn(move || inner.run_evictor(eviction.interval))
+                .expect("spawning the eviction thread")
+        });
+        Ok(Vellum {
+            inner,
+            evictor: Mutex::new(evictor),
+        })
+    }
+
+    /// What opening found: journal entries replayed, damaged ranges.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Every damaged range found since open (the most recent 1,024).
+    pub fn lost_ranges(&self) -> Vec<LostRange> {
+        self.inner.lost.snapshot()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            open_files: self.inner.files.open_count(),
+            open_files_peak: self.inner.files.peak_count(),
+            cached_channels: self.inner.cache.len(),
+            commit: self.inner.committer.stats(),
+            lost_ranges: self.inner.lost.len(),
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    /// Creates a channel with initial metadata (a JSON object). Fails if it exists or is archived.
+    pub fn create(&self, channel: &str, metadata: Metadata) -> Result<Durability> {
+        let id = ChannelId::new(channel)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.inner.write(
+            &id,
+            Write::Create(metadata),
+            Box::new(move |r| drop(tx.send(r))),
+        )?;
+        rx.recv().map_err(|_| Error::Closed)?.map(|(_, d)| d)
+    }
+
+    /// Appends one message; returns once it is acknowledged under the sync policy.
+    pub fn append(&self, channel: &str, data: &[u8]) -> Result<Appended> {
+        let mut appended = self.append_batch(channel, &[NewMessage::new(data)])?;
+        Ok(appended.pop().expect("one receipt per message"))
+    }
+
+    /// Appends messages atomically (all or none survive a crash), in order.
+    pub fn append_batch(
+        &self,
+        channel: &str,
+        messages: &[NewMessage<'_>],
+    ) -> Result<Vec<Appended>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.append_with(channel, messages, move |r| drop(tx.send(r)))?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Queues an atomic batch and returns at once; `done` runs (on the commit thread,
+    /// so it must be quick) once the batch is acknowledged or has failed. Bad input
+    /// is refused here, before anything is queued.
+    pub fn append_with(
+        &self,
+        channel: &str,
+        messages: &[NewMessage<'_>],
+        done: impl FnOnce(Result<Vec<Appended>>) + Send + 'static,
+    ) -> Result<()> {
+        let id = ChannelId::new(channel)?;
+        self.inner.check_batch(messages)?;
+        self.inner
+            .write(
+                &id,
+                Write::Append(messages),
+                Box::new(move |r| {
+                    done(r.map(|(mut receipts, durability)| {
+                        for r in &mut receipts {
+                            r.durability = durability;
+                        }
+                        receipts
+                    }))
+                }),
+            )
+            .map(|_| ())
+    }
+
+    /// Reads history as `request` says: a consistent snapshot, streamed.
+    pub fn read(&self, channel: &str, request: &ReadRequest) -> Result<History> {
+        let id = ChannelId::new(channel)?;
+        let channel = self.inner.cache.get(&id);
+        let _task = channel.lane.unordered();
+        let mut state = self.inner.loaded(&channel)?;
+        state.last_access_ms = now_ms();
+        let live = live_or_error(&id, &state)?;
+        history::plan(&id, live, request)
+    }
+
+    /// The channel's current (folded) metadata.
+    pub fn metadata(&self, channel: &str) -> Result<Metadata> {
+        let id = ChannelId::new(channel)?;
+        let channel = self.inner.cache.get(&id);
+        let _task = channel.lane.unordered();
+        let state = self.inner.loaded(&channel)?;
+        Ok(live_or_error(&id, &state)?.metadata.clone())
+    }
+
+    /// Applies a CryptPad metadata command; it is logged only if it changes the state.
+    /// Returns whether it did.
+    pub fn amend(&self, channel: &str, command: &str, args: &serde_json::Value) -> Result<bool> {
+        let id = ChannelId::new(channel)?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        let changed = self.inner.write(
+            &id,
+            Write::Amend(command, args),
+            Box::new(move |r| drop(tx.send(r))),
+        )?;
+        if !changed {
+            return Ok(false);
+        }
+        rx.recv().map_err(|_| Error::Closed)??;
+        Ok(true)
+    }
+
+    /// Drops every message; keeps the metadata. Seqs are never reused.
+    pub fn clear(&self, channel: &str) -> Result<()> {
+        let id = ChannelId::new(channel)?;
+        self.inner.exclusive(&id, |inner, id, state| {
+            let live = live_or_error(id, state)?;
+            let first_seq = live.next_seq;
+            rewrite::rewrite(inner, id, state, |_| false, first_seq)
+        })
+    }
+
+    /// Drops every message before the selected one (which is kept), after copying the
+    /// channel to `trimmed/`; the metadata log collapses to its folded state.
+    pub fn trim(&self, channel: &str, to: &Selector) -> Result<()> {
+        let id = ChannelId::new(channel)?;
+        self.inner.exclusive(&id, |inner, id, state| {
+            let live = live_or_error(id, state)?;
+            let keep_from = select(id, live, to)?;
+            let first_seq = live.index.get(keep_from).expect("selected").seq;
+            rewrite::backup(inner, id, live)?;
+            rewrite::rewrite(inner, id, state, |pos| pos >= keep_from, first_seq)
+        })
+    }
+
+    /// Deletes one message, if the metadata allows it (CryptPad's `ALLOW_LINE_DELETION`).
+    pub fn delete_message(&self, channel: &str, which: &Selector) -> Result<()> {
+        let id = ChannelId::new(channel)?;
+        self.inner.exclusive(&id, |inner, id, state| {
+            let live = live_or_error(id, state)?;
+            if !live.metadata.delete_lines() {
+                return Err(Error::Forbidden {
+                    channel: id.clone(),
+                });
+            }
+            let victim = select(id, live, which)?;
+            let first_seq = live.header.first_seq;
+            rewrite::rewrite(inner, id, state, |pos| pos != victim, first_seq)
+        })
+    }
+
+    /// Removes a live channel and its metadata. A later append starts a fresh channel.
+    pub fn remove(&self, channel: &str) -> Result<()> {
+        let id = ChannelId::new(channel)?;
+        self.inner.exclusive(&id, |inner, id, state| {
+            live_or_error(id, state)?;
+            rewrite::remove(inner, id, state)
+        })
+    }
+
+    /// Moves a live channel to the archive; reading it then answers `Archived { reason }`.
+    pub fn archive(&self, channel: &str, reason: &str) -> Result<()> {
+        let id = ChannelId::new(channel)?;
+        self.inner.exclusive(&id, |inner, id, state| {
+            live_or_error(id, state)?;
+            rewrite::archive(inner, id, state, reason)
+        })
+    }
+
+    /// Brings an archived channel back; refuses to clobber a live one.
+    pub fn restore(&self, channel: &str) -> Result<()> {
+        let id = ChannelId::new(channel)?;
+        self.inner.exclusive(&id, rewrite::restore)
+    }
+
+    /// Deletes an archived channel for good.
+    pub fn remove_archived(&self, channel: &str) -> Result<()> {
+        let id = ChannelId::new(channel)?;
+        self.inner.exclusive(&id, rewrite::remove_archived)
+    }
+
+    pub fn exists(&self, channel: &str) -> Result<bool> {
+        let id = ChannelId::new(channel)?;
+        let channel = self.inner.cache.get(&id);
+        let state = self.inner.loaded(&channel)?;
+        Ok(matches!(state.presence, Presence::Live(_)))
+    }
+
+    pub fn is_archived(&self, channel: &str) -> Result<bool> {
+        let id = ChannelId::new(channel)?;
+        let channel = self.inner.cache.get(&id);
+        let state = self.inner.loaded(&channel)?;
+        Ok(matches!(
+            state.presence,
+            Presence::Missing { archived: Some(_) }
+        ))
+    }
+
+    /// Size, message count and times of a live or archived channel.
+    pub fn info(&self, channel: &str) -> Result<ChannelInfo> {
+        let id = ChannelId::new(channel)?;
+        self.inner.info(&id)
+    }
+
+    /// Bytes of the channel's file (messages and metadata).
+    pub fn size(&self, channel: &str) -> Result<u64> {
+        Ok(self.info(channel)?.size_bytes)
+    }
+
+    /// Streams the live or archived channels, one shard directory in memory at a time.
+    pub fn list(&self, scope: Scope) -> Result<ChannelList<'_>> {
+        let root = match scope {
+            Scope::Live => &self.inner.layout.channels,
+            Scope::Archived => &self.inner.layout.archive,
+        };
+        let shards = self
+            .inner
+            .storage
+            .list_dir(root)
+            .context(|| format!("listing {}", root.display()))?;
+        Ok(ChannelList {
+            store: self,
+            scope,
+            shards: shards.into_iter(),
+            names: Vec::new().into_iter(),
+        })
+    }
+
+    /// Runs one expiry / inactivity / retention pass now.
+    pub fn evict_now(&self) -> Result<EvictionReport> {
+        eviction::run_once(&self.inner, now_ms())
+    }
+
+    /// Runs a checkpoint: afterwards every acknowledged write is in its channel file.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.committer.checkpoint()
+    }
+
+    /// Commits what is queued, checkpoints, and stops the background threads.
+    /// Dropping the store does the same.
+    pub fn close(&self) {
+        *self.inner.stop.lock() = true;
+        self.inner.stop_signal.notify_all();
+        if let Some(evictor) = self.evictor.lock().take() {
+            let _ = evictor.join();
+        }
+        self.inner.committer.close();
+    }
+}
+
+impl Drop for Vellum {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A stream of channel infos; see [`Vellum::list`].
+pub struct ChannelList<'a> {
+    store: &'a Vellum,
+    scope: Scope,
+    shards: std::vec::IntoIter<String>,
+    names: std::vec::IntoIter<String>,
+}
+
+impl Iterator for ChannelList<'_> {
+    type Item = Result<ChannelInfo>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let inner = &self.store.inner;
+        let root = match self.scope {
+            Scope::Live => &inner.layout.channels,
+            Scope::Archived => &inner.layout.archive,
+        };
+        loop {
+            for name in self.names.by_ref() {
+                let Some(id) = id_of_file_name(&name) else {
+                    continue;
+                };
+                match inner.info(&id) {
+                    Ok(info) if (info.archived.is_some()) == (self.scope == Scope::Archived) => {
+                        return Some(Ok(info));
+                    }
+                    // Removed (or restored) since the directory was listed.
+                    Ok(_) | Err(Error::NotFound { .. }) => continue,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            let shard = self.shards.next()?;
+            let dir = root.join(&shard);
+            match inner.storage.list_dir(&dir) {
+                Ok(names) => self.names = names.into_iter(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Some(Err(Error::Io {
+                        context: format!("listing {}", dir.display()),
+                        source: e,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// The live channel in `state`, or why there is none.
+pub(crate) fn live_or_error<'s>(id: &ChannelId, state: &'s State) -> Result<&'s Live> {
+    match &state.presence {
+        Presence::Live(live) => Ok(live),
+        Presence::Missing {
+            archived: Some(reason),
+        } => Err(Error::Archived {
+            channel: id.clone(),
+            reason: reason.clone(),
+        }),
+        Presence::Missing { archived: None } => Err(Error::NotFound {
+            channel: id.clone(),
+        }),
+        Presence::Unloaded => unreachable!("state is loaded"),
+    }
+}
+
+/// The index position of the message `which` picks.
+fn select(id: &ChannelId, live: &Live, which: &Selector) -> Result<usize> {
+    match which {
+        Selector::Key(key) => history::find_key(id, live, key),
+        Selector::Seq(seq) => {
+            let pos = live.index.position_of_seq_at_least(*seq);
+            match live.index.get(pos) {
+                Some(entry) if entry.seq == *seq => Ok(pos),
+                _ => Err(Error::SeqNotFound {
+                    channel: id.clone(),
+                    seq: *seq,
+                }),
+            }
+        }
+    }
+}
+
+/// A write to one channel.
+enum Write<'a> {
+    Create(Metadata),
+    Append(&'a [NewMessage<'a>]),
+    Amend(&'a str, &'a serde_json::Value),
+}
+
+type WriteDone = Box<dyn FnOnce(Result<(Vec<Appended>, Durability)>) + Send>;
+
+impl Inner {
+    pub(crate) fn load_context(&self) -> LoadContext<'_> {
+        LoadContext {
+            files: &self.files,
+            lost: &self.lost,
+        }
+    }
+
+    pub(crate) fn loaded<'c>(&self, channel: &'c Channel) -> Result<MutexGuard<'c, State>> {
+        channel.loaded(&self.load_context())
+    }
+
+    /// Reloads a channel's state from disk after a rewrite.
+    pub(crate) fn reload(&self, id: &ChannelId, state: &mut State) -> Result<()> {
+        state.presence = crate::channel::log::load(id, &self.load_context())?;
+        Ok(())
+    }
+
+    /// A new epoch: increasing, and above every epoch issued before a restart unless the clock went back.
+    pub(crate) fn new_epoch(&self, above: u64) -> u64 {
+        let mut last = self.last_epoch.lock();
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        *last = (*last + 1).max(micros).max(above + 1);
+        *last
+    }
+
+    fn check_batch(&self, messages: &[NewMessage<'_>]) -> Result<()> {
+        if messages.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        let max = self.options.batch_messages_max;
+        if messages.len() > max {
+            return Err(Error::BatchTooLarge {
+                len: messages.len(),
+                max,
+            });
+        }
+        for m in messages {
+            if m.data.len() > self.options.message_bytes_max {
+                return Err(Error::MessageTooLarge {
+                    len: m.data.len(),
+                    max: self.options.message_bytes_max,
+                });
+            }
+            if let Some(key) = m.key
+                && key.len() > KEY_BYTES_MAX
+            {
+                return Err(Error::KeyTooLong {
+                    len: key.len(),
+                    max: KEY_BYTES_MAX,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one write to `id` in order with its other writes. Returns `false` (and
+    /// queues nothing) for an amendment that changes nothing.
+    fn write(&self, id: &ChannelId, write: Write<'_>, done: WriteDone) -> Result<bool> {
+        let estimate = match &write {
+            Write::Append(messages) => messages
+                .iter()
+                .map(|m| crate::channel::file::message_record_bytes(KEY_BYTES_MAX, m.data.len()))
+                .sum::<usize>(),
+            _ => 0,
+        } + 4096;
+        let reservation = self.committer.reserve(estimate)?;
+        let channel = self.cache.get(id);
+        let task = channel.lane.ordered();
+        let mut state = self.loaded(&channel)?;
+        let time_ms = now_ms();
+        let mut bytes = Vec::with_capacity(estimate);
+        let creating = match (&state.presence, &write) {
+            (Presence::Live(_), Write::Create(_)) => {
+                return Err(Error::AlreadyExists {
+                    channel: id.clone(),
+                });
+            }
+            (Presence::Live(_), _) => false,
+            (
+                Presence::Missing {
+                    archived: Some(reason),
+                },
+                _,
+            ) => {
+                return Err(Error::Archived {
+                    channel: id.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            (Presence::Missing { archived: None }, Write::Amend(..)) => {
+                return Err(Error::NotFound {
+                    channel: id.clone(),
+                });
+            }
+            (Presence::Missing { archived: None }, _) => true,
+            (Presence::Unloaded, _) => unreachable!("state is loaded"),
+        };
+        if creating {
+            let metadata = match &write {
+                Write::Create(metadata) => metadata.clone(),
+                _ => Metadata::new(),
+            };
+            let header = Header {
+                epoch: self.new_epoch(0),
+                first_seq: 0,
+                created_ms: time_ms,
+                // 0 means "never" in the header; an expiry at the epoch is already past.
+                expire_ms: metadata.expire_ms().map_or(0, |ms| ms.max(1)),
+                id: id.clone(),
+            };
+            bytes.extend_from_slice(&header.encode());
+            Body::Metadata {
+                time_ms,
+                line: &metadata.to_json(),
+            }
+            .encode_into(&mut bytes);
+            state.presence = Presence::Live(Box::new(Live {
+                file: None,
+                file_len: 0,
+                tail: Vec::new(),
+                len: 0,
+                reserved: 0,
+                next_seq: 0,
+                index: Default::default(),
+                metadata: metadata.clone(),
+                header,
+            }));
+        }
+        let Presence::Live(live) = &mut state.presence else {
+            unreachable!("made live above")
+        };
+        let offset = live.reserved;
+        let mut receipts = Vec::new();
+        let mut messages = Vec::new();
+        let mut new_metadata = creating.then(|| live.metadata.clone());
+        match write {
+            Write::Create(_) => {}
+            Write::Append(batch) => {
+                for m in batch {
+                    let key = m.key.map_or_else(|| content_key(m.data), <[u8]>::to_vec);
+                    let seq = live.next_seq + receipts.len() as u64;
+                    let at = offset + bytes.len() as u64;
+                    Body::Message {
+                        seq,
+                        time_ms,
+                        key: &key,
+                        data: m.data,
+                    }
+                    .encode_into(&mut bytes);
+                    messages.push((seq, at, live.index.key_hash(&key)));
+                    receipts.push(Appended {
+                        seq,
+                        position: crate::Position {
+                            epoch: live.header.epoch,
+                            offset: at,
+                        },
+                        time_ms,
+                        key,
+                        durability: Durability::Written,
+                    });
+                }
+            }
+            Write::Amend(command, args) => {
+                let mut amended = live.metadata.clone();
+                if !amended.apply(command, args)? {
+                    return Ok(false);
+                }
+                Body::Metadata {
+                    time_ms,
+                    line: &metadata::command_line(command, args, time_ms),
+                }
+                .encode_into(&mut bytes);
+                new_metadata = Some(amended);
+            }
+        }
+        live.next_seq += receipts.len() as u64;
+        live.reserved += bytes.len() as u64;
+        state.pending += 1;
+        self.committer.submit(
+            reservation,
+            Job {
+                channel: channel.clone(),
+                offset,
+                bytes,
+                messages,
+                metadata: new_metadata,
+                done: Box::new(move |result| done(result.map(|d| (receipts, d)))),
+            },
+        );
+        drop(state);
+        drop(task);
+        Ok(true)
+    }
+
+    /// Runs `f` alone on the channel (the blocking class), once its queued writes are
+    /// committed and a checkpoint has moved all its journal entries into its file.
+    pub(crate) fn exclusive<T>(
+        &self,
+        id: &ChannelId,
+        f: impl FnOnce(&Inner, &ChannelId, &mut State) -> Result<T>,
+    ) -> Result<T> {
+        self.committer.check_writable()?;
+        let channel = self.cache.get(id);
+        let _task = channel.lane.blocking();
+        let mut state = self.loaded(&channel)?;
+        channel.wait_drained(&mut state);
+        // Only the channel's own writes could need the checkpoint, and they take the
+        // lane this task holds: release the state lock while waiting for it.
+        let needs_checkpoint = matches!(state.presence, Presence::Live(_));
+        drop(state);
+        if needs_checkpoint {
+            self.committer.checkpoint()?;
+        }
+        let mut state = self.loaded(&channel)?;
+        f(self, id, &mut state)
+    }
+
+    pub(crate) fn info(&self, id: &ChannelId) -> Result<ChannelInfo> {
+        let channel = self.cache.get(id);
+        let state = self.loaded(&channel)?;
+        match &state.presence {
+            Presence::Live(live) => {
+                let stat = self
+                    .storage
+                    .stat(&id.file_in(&self.layout.channels))
+                    .context(|| format!("stat of channel {id}"))?;
+                let (modified_ms, accessed_ms) =
+                    stat.map_or((0, 0), |s| (system_ms(s.modified), system_ms(s.accessed)));
+                Ok(ChannelInfo {
+                    id: id.clone(),
+                    size_bytes: live.len,
+                    messages: live.index.len() as u64,
+                    first_seq: live.header.first_seq,
+                    next_seq: live.next_seq,
+                    created_ms: live.header.created_ms,
+                    modified_ms,
+                    accessed_ms: accessed_ms.max(state.last_access_ms),
+                    archived: None,
+                })
+            }
+            Presence::Missing {
+                archived: Some(reason),
+            } => {
+                let mut info = rewrite::summarize(self, &id.file_in(&self.layout.archive), id)?;
+                info.archived = Some(reason.clone());
+                Ok(info)
+            }
+            Presence::Missing { archived: None } => Err(Error::NotFound {
+                channel: id.clone(),
+            }),
+            Presence::Unloaded => unreachable!("state is loaded"),
+        }
+    }
+
+    fn run_evictor(self: Arc<Self>, interval: Duration) {
+        let mut stop = self.stop.lock();
+        loop {
+            if *stop {
+                return;
+            }
+            if self.stop_signal.wait_for(&mut stop, interval).timed_out() && !*stop {
+                drop(stop);
+                if let Err(e) = eviction::run_once(&self, now_ms()) {
+                    tracing::warn!(error = %e, "eviction pass failed");
+                }
+                stop = self.stop.lock();
+            }
+        }
+    }
+}
+
+pub(crate) fn system_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

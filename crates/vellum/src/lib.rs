@@ -1,0 +1,36 @@
+//! Vellum: a durable message store.
+//!
+//! Channel logs (CryptPad's model) with group commit across channels through a
+//! shared journal. The core is synchronous and thread-safe; no async runtime runs
+//! inside. Start at [`Vellum::open`]. ARCHITECTURE.md has the map; docs/format.md the
+//! on-disk formats and the crash protocols.
+
+mod channel;
+mod commit;
+mod engine;
+mod error;
+mod eviction;
+mod journal;
+mod layout;
+mod options;
+mod record;
+mod recovery;
+pub mod storage;
+
+pub use channel::history::{History, Message, MessageRef, Position, ReadFrom, ReadRequest};
+pub use channel::id::{ChannelId, InvalidId};
+pub use channel::log::LostRange;
+pub use channel::metadata::{Metadata, MetadataError, MetadataFold};
+
+/// CryptPad compatibility helpers: its metadata command set and line rules.
+pub mod cryptpad {
+    pub use crate::channel::metadata::{
+        COMMANDS, channel_line_needed, command_line, is_valid_public_key,
+    };
+}
+pub use commit::CommitStats;
+pub use engine::{Appended, ChannelInfo, NewMessage, Scope, Selector, StoreStats, Vellum};
+pub use error::{Error, Result};
+pub use eviction::EvictionReport;
+pub use options::{Durability, EvictionOptions, MESSAGE_BYTES_CEILING, Options, SyncPolicy};
+pub use recovery::RecoveryReport;

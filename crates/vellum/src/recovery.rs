@@ -1,0 +1,225 @@
+//! Opening a data directory (docs/format.md §3.4): clear unfinished rewrites, replay
+//! the journal into the channel files, make them durable, start a fresh journal.
+
+use crate::channel::file::{Cursor, Step};
+use crate::channel::id::ChannelId;
+use crate::channel::log::{LostRange, save_range};
+use crate::error::{IoContext, Result};
+use crate::journal::{self, Entry, JournalWriter};
+use crate::layout::Layout;
+use crate::storage::{OpenMode, Storage, StorageFile};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What opening the directory found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Journal entries written again into channel files (0 after a clean close).
+    pub entries_replayed: u64,
+    /// Channel files the replay wrote to.
+    pub channels_replayed: usize,
+    /// Unfinished rewrites removed from `tmp/`.
+    pub temp_files_removed: usize,
+    /// Damaged ranges found, with where their bytes were saved.
+    pub lost: Vec<LostRange>,
+}
+
+/// How many channel files replay keeps open at once.
+const REPLAY_OPEN_FILES_MAX: usize = 256;
+
+pub fn recover(storage: &dyn Storage, layout: &Layout) -> Result<(RecoveryReport, JournalWriter)> {
+    let mut report = RecoveryReport::default();
+    for dir in layout.directories() {
+        storage
+            .create_dir_all(dir)
+            .context(|| format!("creating {}", dir.display()))?;
+    }
+    storage
+        .sync_dir(&layout.root)
+        .context(|| format!("syncing {}", layout.root.display()))?;
+    for name in storage
+        .list_dir(&layout.tmp)
+        .context(|| "listing tmp/".into())?
+    {
+        storage
+            .remove_file(&layout.tmp.join(&name))
+            .context(|| format!("removing tmp/{name}"))?;
+        report.temp_files_removed += 1;
+    }
+
+    let files =
+        journal::list_files(storage, &layout.journal).context(|| "listing the journal".into())?;
+    let mut replay = Replay {
+        storage,
+        layout,
+        open: HashMap::new(),
+        touched: HashSet::new(),
+        dirs: HashSet::new(),
+    };
+    let mut next_lsn = 0;
+    for (lsn, path) in &files {
+        let file = storage
+            .open(path, OpenMode::Read)
+            .context(|| format!("opening {}", path.display()))?;
+        let len = file
+            .len()
+            .context(|| format!("sizing {}", path.display()))?;
+        match journal::read_header(&*file) {
+            Ok(start) if start == *lsn => {}
+            _ => {
+                // A journal file whose creation never became durable holds nothing acknowledged.
+                lose(
+                    storage,
+                    layout,
+                    &mut report,
+                    path,
+                    &*file,
+                    0,
+                    len,
+                    "bad journal header",
+                )?;
+                continue;
+            }
+        }
+        let mut cursor = Cursor::new(file.clone(), journal::HEADER_BYTES, len);
+        let end = loop {
+            match cursor
+                .next()
+                .context(|| format!("reading {}", path.display()))?
+            {
+                Step::Record { body, offset } => match Entry::parse(cursor.body(body)) {
+                    Ok(entry) => {
+                        replay
+                            .apply(&entry)
+                            .context(|| format!("replaying into channel {}", entry.id))?;
+                        report.entries_replayed += 1;
+                    }
+                    Err(reason) => {
+                        lose(
+                            storage,
+                            layout,
+                            &mut report,
+                            path,
+                            &*file,
+                            offset,
+                            len,
+                            reason,
+                        )?;
+                        break offset;
+                    }
+                },
+                Step::End => break len,
+                Step::Damaged { offset, reason } => {
+                    lose(
+                        storage,
+                        layout,
+                        &mut report,
+                        path,
+                        &*file,
+                        offset,
+                        len,
+                        reason,
+                    )?;
+                    break offset;
+                }
+            }
+        };
+        next_lsn = next_lsn.max(lsn + (end - journal::HEADER_BYTES));
+    }
+    report.channels_replayed = replay.touched.len();
+    replay
+        .make_durable()
+        .context(|| "syncing replayed channel files".into())?;
+
+    // Everything the journal said is now durable in the channel files.
+    let journal = JournalWriter::create(storage, &layout.journal, next_lsn)
+        .context(|| "starting the journal".into())?;
+    for (_, path) in &files {
+        storage
+            .remove_file(path)
+            .context(|| format!("removing {}", path.display()))?;
+    }
+    storage
+        .sync_dir(&layout.journal)
+        .context(|| "syncing journal/".into())?;
+    Ok((report, journal))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lose(
+    storage: &dyn Storage,
+    layout: &Layout,
+    report: &mut RecoveryReport,
+    path: &std::path::Path,
+    file: &dyn StorageFile,
+    start: u64,
+    end: u64,
+    reason: &str,
+) -> Result<()> {
+    if start >= end {
+        return Ok(());
+    }
+    let saved_as = save_range(storage, &layout.lost_found, path, file, start, end)
+        .context(|| format!("saving the damaged tail of {}", path.display()))?;
+    tracing::warn!(path = %path.display(), start, end, reason, "journal tail not replayed");
+    report.lost.push(LostRange {
+        path: path.to_path_buf(),
+        start,
+        end,
+        reason: reason.to_string(),
+        saved_as: Some(saved_as),
+    });
+    Ok(())
+}
+
+struct Replay<'a> {
+    storage: &'a dyn Storage,
+    layout: &'a Layout,
+    open: HashMap<String, Arc<dyn StorageFile>>,
+    touched: HashSet<ChannelId>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl Replay<'_> {
+    fn apply(&mut self, entry: &Entry<'_>) -> io::Result<()> {
+        let file = match self.open.get(entry.id) {
+            Some(file) => file.clone(),
+            None => {
+                let id = ChannelId::new(entry.id)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                let shard = self.layout.channels.join(id.shard());
+                if self.storage.stat(&shard)?.is_none() {
+                    self.storage.create_dir_all(&shard)?;
+                    self.dirs.insert(self.layout.channels.clone());
+                }
+                self.dirs.insert(shard);
+                let file = self.storage.open(
+                    &id.file_in(&self.layout.channels),
+                    OpenMode::CreateReadWrite,
+                )?;
+                if self.open.len() >= REPLAY_OPEN_FILES_MAX {
+                    self.open.clear();
+                }
+                self.open.insert(entry.id.to_string(), file.clone());
+                self.touched.insert(id);
+                file
+            }
+        };
+        file.write_all_at(entry.bytes, entry.offset)
+    }
+
+    fn make_durable(&mut self) -> io::Result<()> {
+        self.open.clear();
+        for id in &self.touched {
+            self.storage
+                .open(&id.file_in(&self.layout.channels), OpenMode::Read)?
+                .sync_data()?;
+        }
+        for dir in &self.dirs {
+            self.storage.sync_dir(dir)?;
+        }
+        Ok(())
+    }
+}
