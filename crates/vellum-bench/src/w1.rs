@@ -73,7 +73,11 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
     let store = Arc::new(Vellum::open(
         dir.path(),
         Options {
-            sync: SyncPolicy::Fsync,
+            sync: if std::env::var_os("W1_BUFFERED").is_some() {
+                SyncPolicy::Buffered
+            } else {
+                SyncPolicy::Fsync
+            },
             open_files_max: 4096,
             eviction: None,
             ..Options::default()
@@ -92,6 +96,11 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
         free: Mutex::new(IN_FLIGHT),
         freed: Condvar::new(),
     });
+    let expected = if std::env::var_os("W1_BUFFERED").is_some() {
+        Durability::Written
+    } else {
+        Durability::Fsynced
+    };
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..SUBMITTERS {
@@ -110,7 +119,7 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
                     let queued =
                         store.append_with(channel, &[NewMessage::new(&data)], move |result| {
                             match result {
-                                Ok(acks) if acks[0].durability == Durability::Fsynced => {
+                                Ok(acks) if acks[0].durability == expected => {
                                     lat.lock().push(submitted.elapsed().as_micros() as u32)
                                 }
                                 Ok(_) => fail.lock().push("acknowledged below Fsync".into()),

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Called once a write is committed (or failed). Runs on the commit thread: keep it short.
 pub type Completion = Box<dyn FnOnce(Result<Durability>) + Send>;
@@ -72,6 +72,8 @@ struct Queue {
     journal_file: Arc<dyn StorageFile>,
     written_lsn: u64,
     synced_lsn: u64,
+    /// Jobs written since the sync thread last started a sync.
+    unsynced_jobs: usize,
     /// Set when the sync thread should stop.
     sync_stop: bool,
 }
@@ -126,6 +128,7 @@ impl Committer {
                 journal_file: journal.file(),
                 written_lsn: journal.lsn(),
                 synced_lsn: journal.lsn(),
+                unsynced_jobs: 0,
                 sync_stop: false,
             }),
             settings,
@@ -279,9 +282,16 @@ impl Shared {
     }
 }
 
+/// Under concurrent writes, the least time between the starts of two journal syncs.
+/// An fdatasync is dear (on the reference machine ~200 µs of wall time and ~150 µs of
+/// CPU), so while other writes are in flight a sync waits to cover more of them. A lone
+/// writer is never delayed.
+const SYNC_PERIOD_MIN: Duration = Duration::from_micros(400);
+
 /// The sync thread: fdatasyncs the journal whenever it has unsynced entries.
 fn run_syncs(shared: &Shared) {
     let mut queue = shared.queue.lock();
+    let mut last_start = Instant::now();
     loop {
         while queue.written_lsn == queue.synced_lsn && !queue.sync_stop {
             shared.sync_wake.wait(&mut queue);
@@ -289,6 +299,18 @@ fn run_syncs(shared: &Shared) {
         if queue.written_lsn == queue.synced_lsn {
             return;
         }
+        let deadline = last_start + SYNC_PERIOD_MIN;
+        while (queue.unsynced_jobs > 1 || !queue.jobs.is_empty()) && !queue.sync_stop {
+            if shared
+                .sync_wake
+                .wait_until(&mut queue, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        last_start = Instant::now();
+        queue.unsynced_jobs = 0;
         let (target, file) = (queue.written_lsn, queue.journal_file.clone());
         let result = MutexGuard::unlocked(&mut queue, || file.sync_data());
         if let Err(e) = result {
@@ -443,8 +465,12 @@ impl CommitLoop {
         let end_lsn = self.journal.lsn();
         match self.shared.settings.policy {
             SyncPolicy::Fsync => {
+                {
+                    let mut queue = self.shared.queue.lock();
+                    queue.written_lsn = end_lsn;
+                    queue.unsynced_jobs += jobs.len();
+                }
                 self.in_flight.push_back(Group { jobs, end_lsn });
-                self.shared.queue.lock().written_lsn = end_lsn;
                 self.shared.sync_wake.notify_one();
             }
             SyncPolicy::Interval(_) | SyncPolicy::Buffered => {

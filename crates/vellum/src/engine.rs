@@ -610,19 +610,29 @@ impl Inner {
     /// Queues one write to `id` in order with its other writes. Returns `false` (and
     /// queues nothing) for an amendment that changes nothing.
     fn write(&self, id: &ChannelId, write: Write<'_>, done: WriteDone) -> Result<bool> {
-        let estimate = match &write {
-            Write::Append(messages) => messages
+        // Keys are hashed before any lock is taken.
+        let keys: Vec<Vec<u8>> = match &write {
+            Write::Append(batch) => batch
                 .iter()
-                .map(|m| crate::channel::file::message_record_bytes(KEY_BYTES_MAX, m.data.len()))
-                .sum::<usize>(),
+                .map(|m| m.key.map_or_else(|| content_key(m.data), <[u8]>::to_vec))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let record_bytes: usize = match &write {
+            Write::Append(batch) => batch
+                .iter()
+                .zip(&keys)
+                .map(|(m, key)| crate::channel::file::message_record_bytes(key.len(), m.data.len()))
+                .sum(),
             _ => 0,
-        } + 4096;
-        let reservation = self.committer.reserve(estimate)?;
+        };
+        // Room for a new channel's header and metadata, or an amendment, counted roughly.
+        let reservation = self.committer.reserve(record_bytes + 1024)?;
         let channel = self.cache.get(id);
         let task = channel.lane.ordered();
         let mut state = self.loaded(&channel)?;
         let time_ms = now_ms();
-        let mut bytes = Vec::with_capacity(estimate);
+        let mut bytes = Vec::with_capacity(record_bytes);
         let creating = match (&state.presence, &write) {
             (Presence::Live(_), Write::Create(_)) => {
                 return Err(Error::AlreadyExists {
@@ -690,8 +700,7 @@ impl Inner {
         match write {
             Write::Create(_) => {}
             Write::Append(batch) => {
-                for m in batch {
-                    let key = m.key.map_or_else(|| content_key(m.data), <[u8]>::to_vec);
+                for (m, key) in batch.iter().zip(keys) {
                     let seq = live.next_seq + receipts.len() as u64;
                     let at = offset + bytes.len() as u64;
                     Body::Message {

@@ -127,6 +127,10 @@ impl Live {
     /// Appends committed bytes (they are in the durable journal already).
     pub fn commit(&mut self, offset: u64, bytes: &[u8]) {
         assert_eq!(offset, self.len, "commits must be contiguous");
+        if self.tail.capacity() == 0 {
+            // Sized once: a tail is written out and cleared (keeping its buffer) at the limit.
+            self.tail.reserve(TAIL_BYTES_MAX + bytes.len());
+        }
         self.tail.extend_from_slice(bytes);
         self.len += bytes.len() as u64;
     }
