@@ -33,17 +33,25 @@ pub struct W1Report {
     pub journal_syncs: u64,
 }
 
-/// A counting semaphore for in-flight appends. A waiting submitter is woken only once
-/// `WAKE_BATCH` slots are free, so completions (which run on Vellum's commit thread)
-/// do not pay a thread wake-up each.
+/// One submitter's share of the in-flight appends: a counting semaphore whose waiting
+/// submitter is woken once `WAKE_BATCH` slots are free, so completions (which run on
+/// Vellum's commit thread) do not pay a thread wake-up each.
 struct Window {
     free: Mutex<usize>,
     freed: Condvar,
+    size: usize,
 }
 
-const WAKE_BATCH: usize = 32;
+const WAKE_BATCH: usize = 8;
 
 impl Window {
+    fn new(size: usize) -> Self {
+        Window {
+            free: Mutex::new(size),
+            freed: Condvar::new(),
+            size,
+        }
+    }
     fn acquire(&self) {
         let mut free = self.free.lock();
         while *free == 0 {
@@ -54,13 +62,13 @@ impl Window {
     fn release(&self) {
         let mut free = self.free.lock();
         *free += 1;
-        if *free == WAKE_BATCH || *free == IN_FLIGHT {
-            self.freed.notify_all();
+        if *free == WAKE_BATCH.min(self.size) || *free == self.size {
+            self.freed.notify_one();
         }
     }
-    fn wait_all(&self, total: usize) {
+    fn wait_all(&self) {
         let mut free = self.free.lock();
-        while *free < total {
+        while *free < self.size {
             self.freed.wait(&mut free);
         }
     }
@@ -92,10 +100,6 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
     // Phase 1: concurrent appends.
     let latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(messages)));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let window = Arc::new(Window {
-        free: Mutex::new(IN_FLIGHT),
-        freed: Condvar::new(),
-    });
     let expected = if std::env::var_os("W1_BUFFERED").is_some() {
         Durability::Written
     } else {
@@ -104,7 +108,8 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..SUBMITTERS {
-            let (store, names, window) = (store.clone(), channel_names.clone(), window.clone());
+            let window = Arc::new(Window::new(IN_FLIGHT / SUBMITTERS));
+            let (store, names) = (store.clone(), channel_names.clone());
             let (latencies, failures) = (latencies.clone(), failures.clone());
             let share = messages / SUBMITTERS + usize::from(t < messages % SUBMITTERS);
             s.spawn(move || {
@@ -132,10 +137,10 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
                         window.release();
                     }
                 }
+                window.wait_all();
             });
         }
     });
-    window.wait_all(IN_FLIGHT);
     let append_elapsed = started.elapsed();
     if let Some(e) = failures.lock().first() {
         anyhow::bail!("an append failed: {e}");

@@ -13,6 +13,10 @@ const VERSION: u32 = 1;
 pub const HEADER_BYTES: u64 = 24;
 const KIND_CHANNEL_WRITE: u8 = 16;
 const SUFFIX: &str = ".wal";
+/// A zero-filled, synced journal file waiting to become the next journal file.
+pub const PREPARED: &str = "prepared.tmp";
+/// A journal file being zero-filled.
+pub const PREPARING: &str = "preparing.tmp";
 
 /// "The channel file of `id` holds `bytes` at `offset`."
 #[derive(Debug, PartialEq, Eq)]
@@ -102,18 +106,33 @@ pub struct JournalWriter {
 }
 
 impl JournalWriter {
-    /// Creates a new, empty journal file starting at `lsn` and makes it durable.
+    /// Starts a new, empty journal file at `lsn` and makes it durable. It is the
+    /// prepared (zero-filled) file when one is ready: overwriting allocated blocks keeps
+    /// the file's size fixed, so each fdatasync writes the data and no inode.
     pub fn create(storage: &dyn Storage, dir: &Path, lsn: u64) -> io::Result<Self> {
         let path = dir.join(file_name(lsn));
-        let file = storage.open(&path, OpenMode::CreateReadWrite)?;
-        file.set_len(0)?;
+        let prepared = dir.join(PREPARED);
         let mut header = Vec::with_capacity(HEADER_BYTES as usize);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
         header.extend_from_slice(&lsn.to_le_bytes());
-        file.write_all_at(&header, 0)?;
-        file.sync_data()?;
+        let file = match storage.open(&prepared, OpenMode::ReadWrite) {
+            Ok(file) => {
+                file.write_all_at(&header, 0)?;
+                file.sync_data()?;
+                storage.rename(&prepared, &path)?;
+                file
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let file = storage.open(&path, OpenMode::CreateReadWrite)?;
+                file.set_len(0)?;
+                file.write_all_at(&header, 0)?;
+                file.sync_data()?;
+                file
+            }
+            Err(e) => return Err(e),
+        };
         storage.sync_dir(dir)?;
         Ok(JournalWriter {
             file,
@@ -142,6 +161,44 @@ impl JournalWriter {
     pub fn entry_bytes(&self) -> u64 {
         self.end - HEADER_BYTES
     }
+}
+
+/// Zero-fills the next journal file (`entry_bytes` of room after the header), syncs
+/// it and names it [`PREPARED`], unless one is ready already.
+pub fn prepare(storage: &dyn Storage, dir: &Path, entry_bytes: u64) -> io::Result<()> {
+    let prepared = dir.join(PREPARED);
+    if storage.stat(&prepared)?.is_some() {
+        return Ok(());
+    }
+    let preparing = dir.join(PREPARING);
+    let file = storage.open(&preparing, OpenMode::CreateReadWrite)?;
+    file.set_len(0)?;
+    let total = HEADER_BYTES + entry_bytes;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < total {
+        let n = ((total - at) as usize).min(zeros.len());
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()?;
+    storage.rename(&preparing, &prepared)?;
+    storage.sync_dir(dir)
+}
+
+/// Whether `[start, end)` of `file` is all zeros: the unused room of a prepared file.
+pub fn is_zero_filled(file: &dyn StorageFile, start: u64, end: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = start;
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

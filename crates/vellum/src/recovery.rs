@@ -111,6 +111,13 @@ pub fn recover(storage: &dyn Storage, layout: &Layout) -> Result<(RecoveryReport
                     }
                 },
                 Step::End => break len,
+                Step::Damaged { offset, .. }
+                    if journal::is_zero_filled(&*file, offset, len)
+                        .context(|| format!("reading {}", path.display()))? =>
+                {
+                    // The unused room of a prepared (zero-filled) journal file.
+                    break offset;
+                }
                 Step::Damaged { offset, reason } => {
                     lose(
                         storage,

@@ -16,8 +16,10 @@ pub struct ChannelCache {
 
 #[derive(Default)]
 struct Inner {
+    /// Each cached channel with the tick of its last use.
     by_id: HashMap<ChannelId, (Arc<Channel>, u64)>,
-    /// Last-use tick → id, oldest first.
+    /// Insertion tick → id, oldest first. Updated lazily: a hit only bumps the tick in
+    /// `by_id`, and eviction re-files an entry whose tick moved on.
     by_age: BTreeMap<u64, ChannelId>,
     tick: u64,
 }
@@ -36,12 +38,9 @@ impl ChannelCache {
         let mut inner = self.inner.lock();
         inner.tick += 1;
         let tick = inner.tick;
-        if let Some((channel, old_tick)) = inner.by_id.get_mut(id) {
-            let channel = channel.clone();
-            let old = std::mem::replace(old_tick, tick);
-            inner.by_age.remove(&old);
-            inner.by_age.insert(tick, id.clone());
-            return channel;
+        if let Some((channel, last_used)) = inner.by_id.get_mut(id) {
+            *last_used = tick;
+            return channel.clone();
         }
         if inner.by_id.len() >= self.capacity {
             inner.evict_one(&self.files);
