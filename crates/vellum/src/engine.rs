@@ -318,70 +318,89 @@ impl Vellum {
     /// Drops every message; keeps the metadata. Seqs are never reused.
     pub fn clear(&self, channel: &str) -> Result<()> {
         let id = ChannelId::new(channel)?;
-        self.inner.exclusive(&id, |inner, id, state| {
-            let live = live_or_error(id, state)?;
-            let first_seq = live.next_seq;
-            rewrite::rewrite(inner, id, state, |_| false, first_seq)
-        })
+        self.inner.exclusive(
+            &id,
+            |id, state| Ok(live_or_error(id, state)?.next_seq),
+            |inner, id, state, first_seq| rewrite::rewrite(inner, id, state, |_| false, first_seq),
+        )
     }
 
     /// Drops every message before the selected one (which is kept), after copying the
     /// channel to `trimmed/`; the metadata log collapses to its folded state.
     pub fn trim(&self, channel: &str, to: &Selector) -> Result<()> {
         let id = ChannelId::new(channel)?;
-        self.inner.exclusive(&id, |inner, id, state| {
-            let live = live_or_error(id, state)?;
-            let keep_from = select(id, live, to)?;
-            let first_seq = live.index.get(keep_from).expect("selected").seq;
-            rewrite::backup(inner, id, live)?;
-            rewrite::rewrite(inner, id, state, |pos| pos >= keep_from, first_seq)
-        })
+        self.inner.exclusive(
+            &id,
+            |id, state| {
+                let live = live_or_error(id, state)?;
+                let keep_from = select(id, live, to)?;
+                Ok((keep_from, live.index.get(keep_from).expect("selected").seq))
+            },
+            |inner, id, state, (keep_from, first_seq)| {
+                rewrite::backup(inner, id, live_or_error(id, state)?)?;
+                rewrite::rewrite(inner, id, state, |pos| pos >= keep_from, first_seq)
+            },
+        )
     }
 
     /// Deletes one message, if the metadata allows it (CryptPad's `ALLOW_LINE_DELETION`).
     pub fn delete_message(&self, channel: &str, which: &Selector) -> Result<()> {
         let id = ChannelId::new(channel)?;
-        self.inner.exclusive(&id, |inner, id, state| {
-            let live = live_or_error(id, state)?;
-            if !live.metadata.delete_lines() {
-                return Err(Error::Forbidden {
-                    channel: id.clone(),
-                });
-            }
-            let victim = select(id, live, which)?;
-            let first_seq = live.header.first_seq;
-            rewrite::rewrite(inner, id, state, |pos| pos != victim, first_seq)
-        })
+        self.inner.exclusive(
+            &id,
+            |id, state| {
+                let live = live_or_error(id, state)?;
+                if !live.metadata.delete_lines() {
+                    return Err(Error::Forbidden {
+                        channel: id.clone(),
+                    });
+                }
+                Ok((select(id, live, which)?, live.header.first_seq))
+            },
+            |inner, id, state, (victim, first_seq)| {
+                rewrite::rewrite(inner, id, state, |pos| pos != victim, first_seq)
+            },
+        )
     }
 
     /// Removes a live channel and its metadata. A later append starts a fresh channel.
     pub fn remove(&self, channel: &str) -> Result<()> {
         let id = ChannelId::new(channel)?;
-        self.inner.exclusive(&id, |inner, id, state| {
-            live_or_error(id, state)?;
-            rewrite::remove(inner, id, state)
-        })
+        self.inner.exclusive(
+            &id,
+            |id, state| live_or_error(id, state).map(|_| ()),
+            |inner, id, state, ()| rewrite::remove(inner, id, state),
+        )
     }
 
     /// Moves a live channel to the archive; reading it then answers `Archived { reason }`.
     pub fn archive(&self, channel: &str, reason: &str) -> Result<()> {
         let id = ChannelId::new(channel)?;
-        self.inner.exclusive(&id, |inner, id, state| {
-            live_or_error(id, state)?;
-            rewrite::archive(inner, id, state, reason)
-        })
+        self.inner.archive(&id, reason)
     }
 
     /// Brings an archived channel back; refuses to clobber a live one.
     pub fn restore(&self, channel: &str) -> Result<()> {
         let id = ChannelId::new(channel)?;
-        self.inner.exclusive(&id, rewrite::restore)
+        self.inner.exclusive(
+            &id,
+            |id, state| match &state.presence {
+                Presence::Live(_) => Err(Error::RestoreConflict {
+                    channel: id.clone(),
+                }),
+                Presence::Missing { archived: None } => Err(Error::NotArchived {
+                    channel: id.clone(),
+                }),
+                _ => Ok(()),
+            },
+            |inner, id, state, ()| rewrite::restore(inner, id, state),
+        )
     }
 
     /// Deletes an archived channel for good.
     pub fn remove_archived(&self, channel: &str) -> Result<()> {
         let id = ChannelId::new(channel)?;
-        self.inner.exclusive(&id, rewrite::remove_archived)
+        self.inner.remove_archived(&id)
     }
 
     pub fn exists(&self, channel: &str) -> Result<bool> {
@@ -755,18 +774,22 @@ impl Inner {
         Ok(true)
     }
 
-    /// Runs `f` alone on the channel (the blocking class), once its queued writes are
-    /// committed and a checkpoint has moved all its journal entries into its file.
-    pub(crate) fn exclusive<T>(
+    /// Runs an operation alone on the channel (the blocking class): `check` validates
+    /// it against the channel's state and changes nothing; only if it passes do the
+    /// channel's queued writes drain, a checkpoint move all its journal entries into its
+    /// file (for a live channel), and `apply` run with what `check` returned.
+    pub(crate) fn exclusive<P, T>(
         &self,
         id: &ChannelId,
-        f: impl FnOnce(&Inner, &ChannelId, &mut State) -> Result<T>,
+        check: impl FnOnce(&ChannelId, &State) -> Result<P>,
+        apply: impl FnOnce(&Inner, &ChannelId, &mut State, P) -> Result<T>,
     ) -> Result<T> {
         self.committer.check_writable()?;
         let channel = self.cache.get(id);
         let _task = channel.lane.blocking();
         let mut state = self.loaded(&channel)?;
         channel.wait_drained(&mut state);
+        let plan = check(id, &state)?;
         // Only the channel's own writes could need the checkpoint, and they take the
         // lane this task holds: release the state lock while waiting for it.
         let needs_checkpoint = matches!(state.presence, Presence::Live(_));
@@ -775,7 +798,28 @@ impl Inner {
             self.committer.checkpoint()?;
         }
         let mut state = self.loaded(&channel)?;
-        f(self, id, &mut state)
+        apply(self, id, &mut state, plan)
+    }
+
+    pub(crate) fn archive(&self, id: &ChannelId, reason: &str) -> Result<()> {
+        self.exclusive(
+            id,
+            |id, state| live_or_error(id, state).map(|_| ()),
+            |inner, id, state, ()| rewrite::archive(inner, id, state, reason),
+        )
+    }
+
+    pub(crate) fn remove_archived(&self, id: &ChannelId) -> Result<()> {
+        self.exclusive(
+            id,
+            |id, state| match state.presence {
+                Presence::Missing { archived: Some(_) } => Ok(()),
+                _ => Err(Error::NotArchived {
+                    channel: id.clone(),
+                }),
+            },
+            |inner, id, state, ()| rewrite::remove_archived(inner, id, state),
+        )
     }
 
     pub(crate) fn info(&self, id: &ChannelId) -> Result<ChannelInfo> {

@@ -4,9 +4,7 @@
 
 use crate::channel::file::Header;
 use crate::channel::id::id_of_file_name;
-use crate::channel::log::Presence;
-use crate::channel::rewrite;
-use crate::engine::{Inner, live_or_error, system_ms};
+use crate::engine::{Inner, system_ms};
 use crate::error::{Error, IoContext, Result};
 use crate::storage::OpenMode;
 use std::path::Path;
@@ -59,10 +57,7 @@ pub(crate) fn run_once(inner: &Inner, now_ms: u64) -> Result<EvictionReport> {
         } else {
             return Ok(());
         };
-        let archived = inner.exclusive(&id, |inner, id, state| {
-            live_or_error(id, state)?;
-            rewrite::archive(inner, id, state, reason)
-        });
+        let archived = inner.archive(&id, reason);
         match archived {
             Ok(()) if reason == "EXPIRED" => report.expired += 1,
             Ok(()) => report.inactive += 1,
@@ -89,13 +84,12 @@ pub(crate) fn run_once(inner: &Inner, now_ms: u64) -> Result<EvictionReport> {
         if !old(path)? {
             return Ok(());
         }
-        let removed = inner.exclusive(&id, |inner, id, state| {
-            if !matches!(state.presence, Presence::Missing { archived: Some(_) }) {
-                return Ok(false);
-            }
-            rewrite::remove_archived(inner, id, state).map(|()| true)
-        })?;
-        report.archives_deleted += u64::from(removed);
+        match inner.remove_archived(&id) {
+            Ok(()) => report.archives_deleted += 1,
+            // Restored or removed since the directory was listed.
+            Err(Error::NotArchived { .. }) => {}
+            Err(e) => return Err(e),
+        }
         Ok(())
     })?;
     for_each_file(inner, &inner.layout.trimmed, |path, _| {

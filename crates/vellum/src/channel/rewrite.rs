@@ -208,21 +208,9 @@ pub fn archive(inner: &Inner, id: &ChannelId, state: &mut State, reason: &str) -
     Ok(())
 }
 
-/// Moves an archived channel back to the live tree.
+/// Moves an archived channel back to the live tree (the caller checked there is one
+/// and no live channel).
 pub fn restore(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
-    match &state.presence {
-        Presence::Live(_) => {
-            return Err(Error::RestoreConflict {
-                channel: id.clone(),
-            });
-        }
-        Presence::Missing { archived: None } => {
-            return Err(Error::NotArchived {
-                channel: id.clone(),
-            });
-        }
-        _ => {}
-    }
     let layout = &inner.layout;
     let from = id.file_in(&layout.archive);
     let to = id.file_in(&layout.channels);
@@ -234,13 +222,8 @@ pub fn restore(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
     inner.reload(id, state)
 }
 
-/// Deletes an archived channel.
+/// Deletes an archived channel (the caller checked there is one).
 pub fn remove_archived(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
-    if !matches!(state.presence, Presence::Missing { archived: Some(_) }) {
-        return Err(Error::NotArchived {
-            channel: id.clone(),
-        });
-    }
     let path = id.file_in(&inner.layout.archive);
     inner
         .storage
