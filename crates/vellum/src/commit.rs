@@ -243,13 +243,15 @@ impl Committer {
             self.shared.wake.notify_one();
         }
         let mut c = self.shared.checkpoints.lock();
-        while c.completed < ticket {
-            if let Some(cause) = self.shared.poison.lock().clone() {
-                return Err(Error::Poisoned { cause });
-            }
+        while c.completed < ticket && self.shared.poisoned().is_none() {
             self.shared.checkpoint_done.wait(&mut c);
         }
-        Ok(())
+        // A failed checkpoint poisons the store before it counts as completed: whoever
+        // waited for it must not go on as if its entries had left the journal.
+        match self.shared.poisoned() {
+            Some(cause) => Err(Error::Poisoned { cause }),
+            None => Ok(()),
+        }
     }
 
     pub fn stats(&self) -> CommitStats {
@@ -560,7 +562,8 @@ impl CommitLoop {
                 if let Some(metadata) = &job.metadata {
                     live.metadata = metadata.clone();
                 }
-                if live.tail.len() >= TAIL_BYTES_MAX
+                // A new channel's file is made at once, so listings and eviction see it.
+                if (live.file.is_none() || live.tail.len() >= TAIL_BYTES_MAX)
                     && let Err(e) = live.flush(&job.channel.id, files)
                 {
                     flush_failed = Some(format!("writing channel {} failed: {e}", job.channel.id));
@@ -697,7 +700,7 @@ fn checkpoint(shared: &Shared, job: &CheckpointJob) -> io::Result<()> {
     let storage = &*shared.settings.files.storage;
     let layout = &shared.settings.files.layout;
     for id in &job.dirty {
-        match storage.open(&id.file_in(&layout.channels), OpenMode::Read) {
+        match storage.open(&id.file_in(&layout.channels), OpenMode::ReadQuietly) {
             Ok(file) => file.sync_data()?,
             // Removed by hand by an operator: nothing to make durable.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

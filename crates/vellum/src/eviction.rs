@@ -32,7 +32,7 @@ pub(crate) fn run_once(inner: &Inner, now_ms: u64) -> Result<EvictionReport> {
         let Some(id) = id_of_file_name(name) else {
             return Ok(());
         };
-        let Ok(file) = inner.storage.open(path, OpenMode::Read) else {
+        let Ok(file) = inner.storage.open(path, OpenMode::ReadQuietly) else {
             return Ok(()); // Removed meanwhile.
         };
         let Ok((header, _)) = Header::read(&*file) else {

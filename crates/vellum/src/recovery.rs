@@ -140,9 +140,8 @@ pub fn recover(storage: &dyn Storage, layout: &Layout) -> Result<(RecoveryReport
         .make_durable()
         .context(|| "syncing replayed channel files".into())?;
 
-    // Everything the journal said is now durable in the channel files.
-    let journal = JournalWriter::create(storage, &layout.journal, next_lsn)
-        .context(|| "starting the journal".into())?;
+    // Everything the journal said is now durable in the channel files: drop it, then
+    // start a new one (possibly under the same name as an old, empty one).
     for (_, path) in &files {
         storage
             .remove_file(path)
@@ -151,6 +150,8 @@ pub fn recover(storage: &dyn Storage, layout: &Layout) -> Result<(RecoveryReport
     storage
         .sync_dir(&layout.journal)
         .context(|| "syncing journal/".into())?;
+    let journal = JournalWriter::create(storage, &layout.journal, next_lsn)
+        .context(|| "starting the journal".into())?;
     Ok((report, journal))
 }
 
@@ -221,7 +222,7 @@ impl Replay<'_> {
         self.open.clear();
         for id in &self.touched {
             self.storage
-                .open(&id.file_in(&self.layout.channels), OpenMode::Read)?
+                .open(&id.file_in(&self.layout.channels), OpenMode::ReadQuietly)?
                 .sync_data()?;
         }
         for dir in &self.dirs {

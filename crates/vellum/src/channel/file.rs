@@ -14,15 +14,25 @@ pub const FORMAT_VERSION: u32 = 1;
 const KIND_MESSAGE: u8 = 1;
 const KIND_METADATA: u8 = 2;
 const KIND_ARCHIVED: u8 = 3;
+const KIND_RESTORED: u8 = 4;
 
 /// The longest message key.
 pub const KEY_BYTES_MAX: usize = 64;
+
+/// Bytes of the header before the id: magic, version, length, epoch, first_seq,
+/// next_seq_min, created_ms, expire_ms, id length.
+const FIXED_BYTES: usize = 8 + 4 + 4 + 8 + 8 + 8 + 8 + 8 + 2;
 
 /// A channel file's header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub epoch: u64,
+    /// The lowest seq a read may ask for (raised by clear and trim).
     pub first_seq: u64,
+    /// The next append gets at least this seq, whatever messages the file holds: a
+    /// rewrite records the channel's next seq here, so deleting the last message never
+    /// lets its seq be used again.
+    pub next_seq_min: u64,
     pub created_ms: u64,
     pub expire_ms: u64,
     pub id: ChannelId,
@@ -31,13 +41,14 @@ pub struct Header {
 impl Header {
     pub fn encode(&self) -> Vec<u8> {
         let id = self.id.as_str().as_bytes();
-        let len = 50 + id.len() + 4;
+        let len = FIXED_BYTES + id.len() + 4;
         let mut out = Vec::with_capacity(len);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         out.extend_from_slice(&(len as u32).to_le_bytes());
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.first_seq.to_le_bytes());
+        out.extend_from_slice(&self.next_seq_min.to_le_bytes());
         out.extend_from_slice(&self.created_ms.to_le_bytes());
         out.extend_from_slice(&self.expire_ms.to_le_bytes());
         out.extend_from_slice(&(id.len() as u16).to_le_bytes());
@@ -49,7 +60,7 @@ impl Header {
 
     /// Reads and checks the header at the start of `file`; returns it and its length.
     pub fn read(file: &dyn StorageFile) -> Result<(Header, u64), HeaderError> {
-        let mut fixed = [0u8; 50];
+        let mut fixed = [0u8; FIXED_BYTES];
         file.read_exact_at(&mut fixed, 0)
             .map_err(HeaderError::from_io)?;
         if &fixed[0..8] != MAGIC {
@@ -61,8 +72,8 @@ impl Header {
             return Err(HeaderError::Invalid("unsupported format version"));
         }
         let len = r.u32().unwrap() as usize;
-        let id_len = u16::from_le_bytes([fixed[48], fixed[49]]) as usize;
-        if len != 50 + id_len + 4 {
+        let id_len = u16::from_le_bytes([fixed[FIXED_BYTES - 2], fixed[FIXED_BYTES - 1]]) as usize;
+        if len != FIXED_BYTES + id_len + 4 {
             return Err(HeaderError::Invalid("inconsistent header length"));
         }
         let mut whole = vec![0u8; len];
@@ -75,6 +86,7 @@ impl Header {
         let mut r = Reader::new(&whole[16..]);
         let epoch = r.u64().unwrap();
         let first_seq = r.u64().unwrap();
+        let next_seq_min = r.u64().unwrap();
         let created_ms = r.u64().unwrap();
         let expire_ms = r.u64().unwrap();
         let _ = r.u16();
@@ -85,6 +97,7 @@ impl Header {
         let header = Header {
             epoch,
             first_seq,
+            next_seq_min,
             created_ms,
             expire_ms,
             id,
@@ -125,6 +138,8 @@ pub enum Body<'a> {
     Metadata { time_ms: u64, line: &'a [u8] },
     /// The channel was archived for this reason.
     Archived { time_ms: u64, reason: &'a str },
+    /// The channel was restored from the archive.
+    Restored { time_ms: u64 },
 }
 
 impl<'a> Body<'a> {
@@ -162,6 +177,9 @@ impl<'a> Body<'a> {
                     std::str::from_utf8(r.rest()).map_err(|_| "archive reason is not UTF-8")?;
                 Ok(Body::Archived { time_ms, reason })
             }
+            KIND_RESTORED => Ok(Body::Restored {
+                time_ms: r.u64().ok_or(bad)?,
+            }),
             _ => Err("unknown record kind"),
         }
     }
@@ -187,6 +205,10 @@ impl<'a> Body<'a> {
                 b.push(KIND_METADATA);
                 b.extend_from_slice(&time_ms.to_le_bytes());
                 b.extend_from_slice(line);
+            }
+            Body::Restored { time_ms } => {
+                b.push(KIND_RESTORED);
+                b.extend_from_slice(&time_ms.to_le_bytes());
             }
             Body::Archived { time_ms, reason } => {
                 b.push(KIND_ARCHIVED);
@@ -345,6 +367,7 @@ mod tests {
         let header = Header {
             epoch: 0x0102_0304_0506_0708,
             first_seq: 9,
+            next_seq_min: 11,
             created_ms: 1_700_000_000_000,
             expire_ms: 0,
             id: ChannelId::new("ab").unwrap(),
@@ -355,14 +378,15 @@ mod tests {
             concat!(
                 "56454c4c554d4348", // VELLUMCH
                 "01000000",         // version 1
-                "38000000",         // header length 56
+                "40000000",         // header length 64
                 "0807060504030201", // epoch
                 "0900000000000000", // first_seq
+                "0b00000000000000", // next_seq_min
                 "0068e5cf8b010000", // created_ms
                 "0000000000000000", // expire_ms
                 "0200",             // id length
                 "6162",             // "ab"
-                "d1850695",         // crc32c
+                "759bc5a9",         // crc32c
             )
         );
         let file = crate::storage::SimStorage::new();
@@ -371,7 +395,7 @@ mod tests {
             crate::storage::Storage::open(&file, path, crate::storage::OpenMode::CreateReadWrite)
                 .unwrap();
         f.write_all_at(&bytes, 0).unwrap();
-        assert_eq!(Header::read(&*f).unwrap(), (header, 56));
+        assert_eq!(Header::read(&*f).unwrap(), (header, 64));
     }
 
     #[test]
@@ -423,6 +447,7 @@ mod tests {
                 time_ms: 6,
                 reason: "EXPIRED",
             },
+            Body::Restored { time_ms: 7 },
         ] {
             let mut out = Vec::new();
             body.encode_into(&mut out);

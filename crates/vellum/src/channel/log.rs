@@ -383,34 +383,51 @@ pub fn load(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Presence> {
         .context(|| format!("sizing {}", path.display()))?;
     let mut index = MessageIndex::default();
     let mut fold = MetadataFold::new();
+    // Seqs in a file increase; the first may be anything at or above first_seq.
     let mut next_seq = header.first_seq;
+    // The last archive or restore marker, if it is the file's last record.
+    let mut last_move: Option<Move> = None;
     let mut cursor = Cursor::new(file.clone(), header_len, file_len);
     let end = loop {
         match cursor
             .next()
             .context(|| format!("reading {}", path.display()))?
         {
-            Step::Record { offset, body } => match Body::parse(cursor.body(body)) {
-                Ok(Body::Message { seq, key, .. }) if seq >= next_seq => {
-                    index.push(seq, offset, index.key_hash(key));
-                    next_seq = seq + 1;
+            Step::Record { offset, body } => {
+                let parsed = Body::parse(cursor.body(body));
+                last_move = match &parsed {
+                    Ok(Body::Archived { reason, .. }) => Some(Move::Archived(reason.to_string())),
+                    Ok(Body::Restored { .. }) => Some(Move::Restored),
+                    _ => None,
+                };
+                match parsed {
+                    Ok(Body::Message { seq, key, .. }) if seq >= next_seq => {
+                        index.push(seq, offset, index.key_hash(key));
+                        next_seq = seq + 1;
+                    }
+                    Ok(Body::Message { .. }) => {
+                        break damaged(cx, &path, &*file, offset, file_len, "seq out of order")?;
+                    }
+                    Ok(Body::Metadata { line, .. }) => {
+                        // A bad line is skipped, as CryptPad's fold does; it was never logged by us.
+                        let _ = fold.feed(line);
+                    }
+                    Ok(Body::Archived { .. } | Body::Restored { .. }) => {}
+                    Err(reason) => break damaged(cx, &path, &*file, offset, file_len, reason)?,
                 }
-                Ok(Body::Message { .. }) => {
-                    break damaged(cx, &path, &*file, offset, file_len, "seq out of order")?;
-                }
-                Ok(Body::Metadata { line, .. }) => {
-                    // A bad line is skipped, as CryptPad's fold does; it was never logged by us.
-                    let _ = fold.feed(line);
-                }
-                Ok(Body::Archived { .. }) => {}
-                Err(reason) => break damaged(cx, &path, &*file, offset, file_len, reason)?,
-            },
+            }
             Step::End => break file_len,
             Step::Damaged { offset, reason } => {
                 break damaged(cx, &path, &*file, offset, file_len, reason)?;
             }
         }
     };
+    if let Some(moved) = last_move
+        && let Some(presence) = finish_interrupted_move(id, cx, moved)?
+    {
+        return Ok(presence);
+    }
+    let next_seq = next_seq.max(header.next_seq_min);
     Ok(Presence::Live(Box::new(Live {
         file: Some(OpenFile::new(file, cx.files.clone())),
         header,
@@ -422,6 +439,45 @@ pub fn load(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Presence> {
         index,
         metadata: fold.finish(),
     })))
+}
+
+/// What a channel file's last record says was being done to it.
+enum Move {
+    Archived(String),
+    Restored,
+}
+
+/// Archive and restore rename a file between two directories and then sync both. A
+/// crash between the two syncs can leave both names durable (they are one file). The
+/// file's last record tells which move it was: finish it. Returns the presence when
+/// the channel turns out archived.
+fn finish_interrupted_move(
+    id: &ChannelId,
+    cx: &LoadContext<'_>,
+    moved: Move,
+) -> Result<Option<Presence>> {
+    let storage = &*cx.files.storage;
+    let live = id.file_in(&cx.files.layout.channels);
+    let archived = id.file_in(&cx.files.layout.archive);
+    if storage
+        .stat(&archived)
+        .context(|| format!("stat of {}", archived.display()))?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let (drop, reason) = match moved {
+        Move::Archived(reason) => (&live, Some(reason)),
+        Move::Restored => (&archived, None),
+    };
+    tracing::warn!(path = %drop.display(), "finishing an archive or restore interrupted by a crash");
+    storage
+        .remove_file(drop)
+        .and_then(|()| storage.sync_dir(drop.parent().expect("shard directory")))
+        .context(|| format!("removing {}", drop.display()))?;
+    Ok(reason.map(|reason| Presence::Missing {
+        archived: Some(reason),
+    }))
 }
 
 /// Moves `[start, end)` of a damaged file aside, truncates the file there, and reports it.
@@ -508,7 +564,7 @@ fn corrupted(path: &Path, offset: u64, reason: &str) -> Error {
 /// The reason an archived copy of `id` was archived, or `None` if there is none.
 pub fn archived_reason(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Option<String>> {
     let path = id.file_in(&cx.files.layout.archive);
-    let file = match cx.files.storage.open(&path, OpenMode::Read) {
+    let file = match cx.files.storage.open(&path, OpenMode::ReadQuietly) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context(|| format!("opening {}", path.display())),

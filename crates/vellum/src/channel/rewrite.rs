@@ -99,6 +99,7 @@ pub fn rewrite(
     let header = Header {
         epoch: inner.new_epoch(live.header.epoch),
         first_seq,
+        next_seq_min: live.next_seq,
         ..live.header.clone()
     };
     let tmp = layout.tmp.join(format!("{id}.{}.vlog", header.epoch));
@@ -215,6 +216,17 @@ pub fn restore(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
     let from = id.file_in(&layout.archive);
     let to = id.file_in(&layout.channels);
     let context = || format!("restoring channel {id}");
+    // The marker tells recovery which way an interrupted move was going.
+    let file = inner
+        .storage
+        .open(&from, OpenMode::ReadWrite)
+        .context(context)?;
+    let mut marker = Vec::new();
+    Body::Restored { time_ms: now_ms() }.encode_into(&mut marker);
+    file.write_all_at(&marker, file.len().context(context)?)
+        .and_then(|()| file.sync_data())
+        .context(context)?;
+    drop(file);
     ensure_dir(inner, &layout.channels, to.parent().expect("shard"))?;
     inner.storage.rename(&from, &to).context(context)?;
     sync_parent(inner, &to)?;
@@ -237,7 +249,10 @@ pub fn remove_archived(inner: &Inner, id: &ChannelId, state: &mut State) -> Resu
 /// Counts the messages of a channel file that is not loaded (an archived one).
 pub fn summarize(inner: &Inner, path: &Path, id: &ChannelId) -> Result<ChannelInfo> {
     let context = || format!("reading {}", path.display());
-    let file = inner.storage.open(path, OpenMode::Read).context(context)?;
+    let file = inner
+        .storage
+        .open(path, OpenMode::ReadQuietly)
+        .context(context)?;
     let (header, header_len) = Header::read(&*file).map_err(|_| Error::Corrupted {
         path: path.to_path_buf(),
         offset: 0,
@@ -253,6 +268,7 @@ pub fn summarize(inner: &Inner, path: &Path, id: &ChannelId) -> Result<ChannelIn
             next_seq = seq + 1;
         }
     }
+    let next_seq = next_seq.max(header.next_seq_min);
     let stat = inner.storage.stat(path).context(context)?;
     let (modified_ms, accessed_ms) =
         stat.map_or((0, 0), |s| (system_ms(s.modified), system_ms(s.accessed)));

@@ -28,6 +28,9 @@ use std::time::SystemTime;
 pub enum OpenMode {
     /// Open an existing file for reading only.
     Read,
+    /// Open an existing file for reading only, without updating its access time
+    /// (`O_NOATIME` where permitted): background scans must not look like use.
+    ReadQuietly,
     /// Open an existing file for reading and writing.
     ReadWrite,
     /// Create the file if it is missing, then open it for reading and writing.

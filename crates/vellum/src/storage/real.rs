@@ -3,9 +3,15 @@
 use super::{FileStat, OpenMode, Storage, StorageFile};
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
+
+/// Linux's `O_NOATIME` (the same value on every architecture Rust supports there).
+#[cfg(target_os = "linux")]
+const O_NOATIME: i32 = 0o1_000_000;
+#[cfg(not(target_os = "linux"))]
+const O_NOATIME: i32 = 0;
 
 /// [`Storage`] on the operating system's filesystem.
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,6 +48,16 @@ impl Storage for RealStorage {
         options.read(true);
         match mode {
             OpenMode::Read => {}
+            OpenMode::ReadQuietly => {
+                let mut quiet = options.clone();
+                quiet.custom_flags(O_NOATIME);
+                match quiet.open(path) {
+                    Ok(file) => return Ok(Arc::new(RealFile(file))),
+                    // Only the file's owner (or root) may use O_NOATIME.
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+                    Err(e) => return Err(e),
+                }
+            }
             OpenMode::ReadWrite => {
                 options.write(true);
             }

@@ -397,7 +397,9 @@ impl State {
             (Some(_), OpenMode::CreateNew) => return Err(err(AlreadyExists, path)),
             (Some(id), _) if self.dirs.contains_key(&id) => return Err(err(IsADirectory, path)),
             (Some(id), _) => id,
-            (None, OpenMode::Read | OpenMode::ReadWrite) => return Err(err(NotFound, path)),
+            (None, OpenMode::Read | OpenMode::ReadQuietly | OpenMode::ReadWrite) => {
+                return Err(err(NotFound, path));
+            }
             (None, OpenMode::CreateReadWrite | OpenMode::CreateNew) => {
                 self.mutate(FaultKind::Create, &[path])?;
                 let id = self.new_id();
@@ -407,7 +409,9 @@ impl State {
             }
         };
         let file = self.file(id);
-        file.accessed = SystemTime::now();
+        if mode != OpenMode::ReadQuietly {
+            file.accessed = SystemTime::now();
+        }
         file.handles += 1;
         Ok(id)
     }
@@ -670,6 +674,8 @@ struct SimFile {
     /// The path it was opened with, for fault matching and messages.
     path: PathBuf,
     writable: bool,
+    /// Opened with `ReadQuietly`: reads leave the access time alone.
+    quiet: bool,
 }
 
 impl SimFile {
@@ -697,7 +703,9 @@ impl StorageFile for SimFile {
         let mut state = self.live()?;
         state.fault(FaultKind::Read, &[&self.path])?;
         let file = state.file(self.id);
-        file.accessed = SystemTime::now();
+        if !self.quiet {
+            file.accessed = SystemTime::now();
+        }
         let image = &file.current;
         let start = image.len().min(offset.try_into().unwrap_or(usize::MAX));
         let n = buf.len().min(image.len() - start);
@@ -777,7 +785,8 @@ impl Storage for SimStorage {
             state: Arc::clone(&self.state),
             id,
             path: path.to_owned(),
-            writable: mode != OpenMode::Read,
+            writable: !matches!(mode, OpenMode::Read | OpenMode::ReadQuietly),
+            quiet: mode == OpenMode::ReadQuietly,
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
