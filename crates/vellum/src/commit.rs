@@ -700,12 +700,23 @@ fn checkpoint(shared: &Shared, job: &CheckpointJob) -> io::Result<()> {
     let storage = &*shared.settings.files.storage;
     let layout = &shared.settings.files.layout;
     for id in &job.dirty {
-        match storage.open(&id.file_in(&layout.channels), OpenMode::ReadQuietly) {
-            Ok(file) => file.sync_data()?,
-            // Removed by hand by an operator: nothing to make durable.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        // A cached channel's own handle serves; others are opened for the sync only.
+        let cached = shared.settings.cache.peek(id).and_then(|channel| {
+            match &channel.state.lock().presence {
+                Presence::Live(live) => live.file.as_ref().map(|f| f.file.clone()),
+                _ => None,
+            }
+        });
+        let file = match cached {
+            Some(file) => file,
+            None => match storage.open(&id.file_in(&layout.channels), OpenMode::ReadQuietly) {
+                Ok(file) => file,
+                // Removed by hand by an operator: nothing to make durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        file.sync_data()?;
     }
     for dir in &job.dirty_dirs {
         storage.sync_dir(dir)?;

@@ -154,9 +154,12 @@ impl Vellum {
         let lock = storage
             .lock_exclusive(&layout.lock)
             .context(|| format!("locking {}", path.display()))?;
-        let (recovery, journal) = recovery::recover(&*storage, &layout)?;
+        let (recovery, journal) = recovery::recover(&*storage, &layout, options.open_files_max)?;
         let files = Files::new(storage.clone(), layout.clone());
-        let cache = Arc::new(ChannelCache::new(options.open_files_max, files.clone()));
+        // Two files of the budget stay free for the checkpoint's and the eviction pass's
+        // short-lived opens of channels that are not cached.
+        let cached_max = options.open_files_max.saturating_sub(2).max(1);
+        let cache = Arc::new(ChannelCache::new(cached_max, files.clone()));
         let committer = Committer::start(
             Settings {
                 files: files.clone(),

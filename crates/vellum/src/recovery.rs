@@ -26,10 +26,12 @@ pub struct RecoveryReport {
     pub lost: Vec<LostRange>,
 }
 
-/// How many channel files replay keeps open at once.
-const REPLAY_OPEN_FILES_MAX: usize = 256;
-
-pub fn recover(storage: &dyn Storage, layout: &Layout) -> Result<(RecoveryReport, JournalWriter)> {
+/// Opens the directory; replay keeps at most `open_files_max` channel files open.
+pub fn recover(
+    storage: &dyn Storage,
+    layout: &Layout,
+    open_files_max: usize,
+) -> Result<(RecoveryReport, JournalWriter)> {
     let mut report = RecoveryReport::default();
     for dir in layout.directories() {
         storage
@@ -55,6 +57,7 @@ pub fn recover(storage: &dyn Storage, layout: &Layout) -> Result<(RecoveryReport
         storage,
         layout,
         open: HashMap::new(),
+        open_max: open_files_max.max(1),
         touched: HashSet::new(),
         dirs: HashSet::new(),
     };
@@ -186,6 +189,7 @@ struct Replay<'a> {
     storage: &'a dyn Storage,
     layout: &'a Layout,
     open: HashMap<String, Arc<dyn StorageFile>>,
+    open_max: usize,
     touched: HashSet<ChannelId>,
     dirs: HashSet<PathBuf>,
 }
@@ -203,13 +207,13 @@ impl Replay<'_> {
                     self.dirs.insert(self.layout.channels.clone());
                 }
                 self.dirs.insert(shard);
+                if self.open.len() >= self.open_max {
+                    self.open.clear();
+                }
                 let file = self.storage.open(
                     &id.file_in(&self.layout.channels),
                     OpenMode::CreateReadWrite,
                 )?;
-                if self.open.len() >= REPLAY_OPEN_FILES_MAX {
-                    self.open.clear();
-                }
                 self.open.insert(entry.id.to_string(), file.clone());
                 self.touched.insert(id);
                 file
