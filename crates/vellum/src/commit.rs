@@ -303,7 +303,7 @@ impl Shared {
 /// An fdatasync is dear (on the reference machine ~170 µs of wall time and ~70 µs of
 /// CPU), so while other writes are in flight a sync waits to cover more of them. A lone
 /// writer is never delayed.
-const SYNC_PERIOD_MIN: Duration = Duration::from_micros(250);
+const SYNC_PERIOD_MIN: Duration = Duration::from_micros(100);
 
 /// Sync threads. With two, a sync can start while the previous one is still running,
 /// so a write waits for one sync, not for the end of another first. Each fdatasync
