@@ -1,12 +1,14 @@
 //! Group commit (docs/format.md §3.2–3.3).
 //!
-//! Three threads:
+//! The threads:
 //! - the **commit** thread takes every queued write, appends it to the journal with one
 //!   `write`, and — once the journal is synced past it — applies it to its channel
 //!   (committed bytes, index, metadata) and acknowledges it;
-//! - the **sync** thread `fdatasync`s the journal, each sync covering everything
-//!   written so far, so the next group is written while the previous one syncs;
-//! - the **checkpoint** thread makes channel files durable and deletes old journal files.
+//! - two **sync** threads `fdatasync` the journal, each sync covering everything
+//!   written before it began, so the next group is written (and its sync may start)
+//!   while the previous one syncs;
+//! - the **checkpoint** thread makes channel files durable, deletes old journal files,
+//!   and zero-fills the next journal file.
 
 use crate::channel::cache::ChannelCache;
 use crate::channel::id::ChannelId;
