@@ -4,6 +4,9 @@
 //! directory (walked on the simulated filesystem) are identical before and after — also
 //! after a checkpoint, which would write out anything the refused call had queued.
 
+mod common;
+
+use common::{ROOT, open_with, owner, read_all};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +18,6 @@ use vellum::{
     ReadFrom, ReadRequest, Selector, Vellum,
 };
 
-const ROOT: &str = "/data";
 const MESSAGE_MAX: usize = 4096;
 const BATCH_MAX: usize = 8;
 
@@ -31,16 +33,10 @@ const CHANNELS: [&str; 4] = [VICTIM, DELETABLE, ARCHIVED, MISSING];
 
 fn options() -> Options {
     Options {
-        eviction: None,
-        journal_bytes_max: 1 << 20,
         message_bytes_max: MESSAGE_MAX,
         batch_messages_max: BATCH_MAX,
-        ..Options::default()
+        ..common::options()
     }
-}
-
-fn owner(c: char) -> String {
-    c.to_string().repeat(44)
 }
 
 struct Fixture {
@@ -54,7 +50,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let sim = SimStorage::new();
-    let store = Vellum::open_with_storage(Arc::new(sim.clone()), ROOT, options()).unwrap();
+    let store = open_with(&sim, options());
     let Value::Object(map) = json!({ "owners": [owner('a')] }) else {
         unreachable!()
     };
@@ -101,14 +97,6 @@ fn fixture() -> Fixture {
         stale: acks[4].position,
         current,
     }
-}
-
-fn read_all(store: &Vellum, id: &str) -> Vec<Message> {
-    store
-        .read(id, &ReadRequest::all())
-        .unwrap()
-        .collect::<vellum::Result<_>>()
-        .unwrap()
 }
 
 /// Every file under `dir`, recursively, with its bytes.

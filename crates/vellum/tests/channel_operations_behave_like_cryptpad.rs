@@ -9,9 +9,13 @@
 //! neither appends nor a concurrent trim disturb; and the eviction pass (expiry,
 //! inactivity, retention of archives and trim copies).
 
+mod common;
+
+use common::{
+    ROOT, archive_path, content_key, live_path, open, open_with, options, owner, read_all,
+};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vellum::storage::{SimStorage, Storage};
 use vellum::{
@@ -19,46 +23,8 @@ use vellum::{
     ReadRequest, Scope, Selector, Vellum,
 };
 
-const ROOT: &str = "/data";
-
-fn options() -> Options {
-    Options {
-        eviction: None,
-        journal_bytes_max: 1 << 20,
-        ..Options::default()
-    }
-}
-
-fn open_with(sim: &SimStorage, options: Options) -> Vellum {
-    Vellum::open_with_storage(Arc::new(sim.clone()), ROOT, options).expect("opening the store")
-}
-
-fn open(sim: &SimStorage) -> Vellum {
-    open_with(sim, options())
-}
-
-fn shard(id: &str) -> &str {
-    &id[..id.len().min(2)]
-}
-
-fn live_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("{ROOT}/channels/{}/{id}.vlog", shard(id)))
-}
-
-fn archive_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("{ROOT}/archive/{}/{id}.vlog", shard(id)))
-}
-
-fn owner(c: char) -> String {
-    c.to_string().repeat(44)
-}
-
 fn read(store: &Vellum, id: &str, request: ReadRequest) -> vellum::Result<Vec<Message>> {
     store.read(id, &request)?.collect()
-}
-
-fn read_all(store: &Vellum, id: &str) -> Vec<Message> {
-    read(store, id, ReadRequest::all()).expect("reading the whole channel")
 }
 
 fn seqs(messages: &[Message]) -> Vec<u64> {
@@ -90,15 +56,6 @@ fn fill(store: &Vellum, id: &str, prefix: &str, n: usize) -> Vec<vellum::Appende
                 .append(id, format!("{prefix}{i}").as_bytes())
                 .expect("append")
         })
-        .collect()
-}
-
-/// The 32-hex-digit default key: the first 128 bits of the BLAKE3 hash of the content.
-fn content_key(data: &[u8]) -> Vec<u8> {
-    let hash = blake3::hash(data);
-    hash.as_bytes()[..16]
-        .iter()
-        .flat_map(|b| format!("{b:02x}").into_bytes())
         .collect()
 }
 

@@ -8,48 +8,19 @@
 //! damaged record met by a reader of an already loaded channel is an error, never data,
 //! and a damaged header makes the channel an error rather than an empty channel.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use vellum::storage::{CrashMode, OpenMode, SimStorage, Storage};
-use vellum::{Error, Metadata, NewMessage, Options, ReadFrom, ReadRequest, Vellum};
+mod common;
 
-const ROOT: &str = "/data";
+use common::{Msg, ROOT, live_path, open, provision, read_all};
+use std::path::Path;
+use vellum::storage::{CrashMode, OpenMode, SimStorage, Storage};
+use vellum::{Error, Metadata, NewMessage, ReadFrom, ReadRequest, Vellum};
+
 /// The damaged channel and a neighbour in the same shard (`co`).
 const ID: &str = "corrupted";
 const NEIGHBOUR: &str = "cobalt";
 const MESSAGES: usize = 10;
 /// The message the damage hits.
 const VICTIM: usize = 4;
-
-fn options() -> Options {
-    Options {
-        eviction: None,
-        // Far above what the tests write (no checkpoint starts on its own), and small
-        // enough that copying a disk image at each simulated crash stays cheap.
-        journal_bytes_max: 1 << 20,
-        ..Options::default()
-    }
-}
-
-fn open(sim: &SimStorage) -> Vellum {
-    Vellum::open_with_storage(Arc::new(sim.clone()), ROOT, options())
-        .unwrap_or_else(|e| panic!("opening the store: {e}"))
-}
-
-fn live_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("{ROOT}/channels/{}/{id}.vlog", &id[..2]))
-}
-
-/// A message: seq, key and data, compared byte for byte.
-#[derive(Clone, PartialEq, Eq)]
-struct Msg(u64, Vec<u8>, Vec<u8>);
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        write!(f, "#{} {:?} {:?}", self.0, text(&self.1), text(&self.2))
-    }
-}
 
 /// Reads `request` of `id`, keeping every message returned before an error, and the error.
 fn read_until_error(store: &Vellum, id: &str, request: &ReadRequest) -> (Vec<Msg>, Option<Error>) {
@@ -64,10 +35,7 @@ fn read_until_error(store: &Vellum, id: &str, request: &ReadRequest) -> (Vec<Msg
 }
 
 fn read_messages(store: &Vellum, id: &str) -> Vec<Msg> {
-    match read_until_error(store, id, &ReadRequest::all()) {
-        (messages, None) => messages,
-        (_, Some(e)) => panic!("reading {id}: {e}"),
-    }
+    read_all(store, id).into_iter().map(Msg::from).collect()
 }
 
 /// What was written: the messages, the offset of each, and the neighbour's.
@@ -82,8 +50,7 @@ struct Written {
 /// channel file); otherwise checkpoints, appends two more messages that stay in the
 /// journal, and leaves the store open.
 fn write_channel(sim: &SimStorage, close: bool) -> (Option<Vellum>, Written) {
-    sim.create_dir_all(Path::new(ROOT)).unwrap();
-    sim.sync_dir(Path::new("/")).unwrap();
+    provision(sim);
     let store = open(sim);
     let mut written = Written {
         messages: Vec::new(),

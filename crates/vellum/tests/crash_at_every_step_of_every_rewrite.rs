@@ -13,13 +13,14 @@
 //! reopening must work and get a seq above every seq acknowledged before (or seq 0 in a
 //! fresh channel when the outcome is "removed").
 
-use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use vellum::storage::{CrashMode, SimStorage, Storage};
-use vellum::{Metadata, NewMessage, Options, ReadRequest, Result, Selector, Vellum};
+mod common;
 
-const ROOT: &str = "/data";
+use common::{ROOT, archive_path, live_path, open, owner, provision, read_all};
+use serde_json::json;
+use std::path::PathBuf;
+use vellum::storage::{CrashMode, SimStorage, Storage};
+use vellum::{Metadata, NewMessage, Result, Selector, Vellum};
+
 /// The channel under test and a neighbour in the same shard (`cr`).
 const ID: &str = "crashy";
 const NEIGHBOUR: &str = "cranky";
@@ -27,33 +28,6 @@ const REASON: &str = "archived by the test";
 const MESSAGES: usize = 6;
 /// Seeds used for torn crashes (on every other k, and on the last one).
 const TORN_SEEDS: [u64; 3] = [1, 2, 3];
-
-fn options() -> Options {
-    Options {
-        eviction: None,
-        // Far above what the tests write (no checkpoint starts on its own), and small
-        // enough that copying a disk image at each simulated crash stays cheap.
-        journal_bytes_max: 1 << 20,
-        ..Options::default()
-    }
-}
-
-fn open(sim: &SimStorage) -> Vellum {
-    Vellum::open_with_storage(Arc::new(sim.clone()), ROOT, options())
-        .unwrap_or_else(|e| panic!("reopening after the crash failed: {e}"))
-}
-
-fn live_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("{ROOT}/channels/{}/{id}.vlog", &id[..2]))
-}
-
-fn archive_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("{ROOT}/archive/{}/{id}.vlog", &id[..2]))
-}
-
-fn owner(c: char) -> String {
-    c.to_string().repeat(44)
-}
 
 /// One message as read back, without its position (a rewrite changes the epoch).
 #[derive(Clone, PartialEq, Eq)]
@@ -78,17 +52,13 @@ impl std::fmt::Debug for Msg {
 }
 
 fn read_messages(store: &Vellum, id: &str) -> Vec<Msg> {
-    store
-        .read(id, &ReadRequest::all())
-        .unwrap_or_else(|e| panic!("reading {id}: {e}"))
-        .map(|m| {
-            let m = m.unwrap_or_else(|e| panic!("reading a message of {id}: {e}"));
-            Msg {
-                seq: m.seq,
-                key: m.key,
-                time_ms: m.time_ms,
-                data: m.data,
-            }
+    read_all(store, id)
+        .into_iter()
+        .map(|m| Msg {
+            seq: m.seq,
+            key: m.key,
+            time_ms: m.time_ms,
+            data: m.data,
         })
         .collect()
 }
@@ -236,9 +206,8 @@ enum Journal {
 fn setup(sim: &SimStorage, archived: bool, journal: Journal) -> Setup {
     // The data directory exists durably beforehand, as a provisioned one does (a crash
     // right after Vellum creates it is torn_tail_is_truncated_and_reported.rs's business).
-    sim.create_dir_all(Path::new(ROOT)).unwrap();
-    sim.sync_dir(Path::new("/")).unwrap();
-    let store = Vellum::open_with_storage(Arc::new(sim.clone()), ROOT, options()).unwrap();
+    provision(sim);
+    let store = open(sim);
     let initial = json!({"channel": ID, "owners": [owner('O')], "validateKey": "vk"});
     let initial = Metadata::from_object(initial.as_object().unwrap().clone());
     store.create(ID, initial).unwrap();

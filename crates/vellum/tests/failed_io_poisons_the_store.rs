@@ -8,15 +8,15 @@
 //! back every acknowledged message intact (the failed write may or may not be there,
 //! whole, since it was never acknowledged), and the reopened store accepts writes.
 
+mod common;
+
+use common::{open, provision, read_all};
 use serde_json::json;
 use std::fmt::Debug;
 use std::io::ErrorKind;
-use std::path::Path;
-use std::sync::Arc;
-use vellum::storage::{CrashMode, Fault, FaultKind, SimStorage, Storage};
-use vellum::{Error, Metadata, NewMessage, Options, ReadRequest, Result, Selector, Vellum};
+use vellum::storage::{CrashMode, Fault, FaultKind, SimStorage};
+use vellum::{Error, Metadata, NewMessage, Result, Selector, Vellum};
 
-const ROOT: &str = "/data";
 /// The channel the failure hits, and another written before it (shard `po`).
 const ID: &str = "poisoned";
 const NEIGHBOUR: &str = "pony";
@@ -24,21 +24,6 @@ const NEIGHBOUR: &str = "pony";
 const REFUSED: [&str; 2] = ["pofresh", "pocreate"];
 const DOOMED: &[u8] = b"the write that meets the failure";
 const TORN_SEEDS: [u64; 3] = [7, 8, 9];
-
-fn options() -> Options {
-    Options {
-        eviction: None,
-        // Far above what the tests write (no checkpoint starts on its own), and small
-        // enough that copying a disk image at each simulated crash stays cheap.
-        journal_bytes_max: 1 << 20,
-        ..Options::default()
-    }
-}
-
-fn open(sim: &SimStorage) -> Vellum {
-    Vellum::open_with_storage(Arc::new(sim.clone()), ROOT, options())
-        .unwrap_or_else(|e| panic!("opening the store: {e}"))
-}
 
 /// A message: seq and data, compared byte for byte.
 #[derive(Clone, PartialEq, Eq)]
@@ -52,13 +37,9 @@ impl Debug for Msg {
 }
 
 fn read_messages(store: &Vellum, id: &str) -> Vec<Msg> {
-    store
-        .read(id, &ReadRequest::all())
-        .unwrap_or_else(|e| panic!("reading {id}: {e}"))
-        .map(|m| {
-            let m = m.unwrap_or_else(|e| panic!("reading a message of {id}: {e}"));
-            Msg(m.seq, m.data)
-        })
+    read_all(store, id)
+        .into_iter()
+        .map(|m| Msg(m.seq, m.data))
         .collect()
 }
 
@@ -76,9 +57,7 @@ struct Setup {
 /// A store whose channel is partly checkpointed into its file and partly only in the
 /// journal (with its tail still to write), and a neighbour channel.
 fn setup(sim: &SimStorage) -> Setup {
-    // The data directory exists durably beforehand, as a provisioned one does.
-    sim.create_dir_all(Path::new(ROOT)).unwrap();
-    sim.sync_dir(Path::new("/")).unwrap();
+    provision(sim);
     let store = open(sim);
     let mut acked = Vec::new();
     for i in 0..3 {

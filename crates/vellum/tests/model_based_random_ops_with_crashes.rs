@@ -22,12 +22,14 @@
 //! preparation) can shift a crash point by a step, so a seed replays nearly, not always
 //! exactly, the same way: keep a failure as a script (see the regressions at the end).
 
+mod common;
+
+use common::{ROOT, archive_path, content_key, live_path};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use vellum::storage::{CrashMode, SimStorage, Storage};
@@ -36,7 +38,6 @@ use vellum::{
     ReadRequest, Scope, Selector, Vellum,
 };
 
-const ROOT: &str = "/data";
 /// The channels the operations pick from: two sharing a shard, a one-character id, and
 /// a CryptPad-like id.
 const IDS: [&str; 4] = [
@@ -52,35 +53,14 @@ const SEED_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn options() -> Options {
     Options {
-        eviction: None,
         // Small, so that journal files rotate (and checkpoints run) during a run.
         journal_bytes_max: 64 * 1024,
-        ..Options::default()
+        ..common::options()
     }
 }
 
 fn owner_key(i: usize) -> String {
-    char::from(b'A' + i as u8).to_string().repeat(44)
-}
-
-fn shard(id: &str) -> &str {
-    &id[..id.len().min(2)]
-}
-
-fn live_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("{ROOT}/channels/{}/{id}.vlog", shard(id)))
-}
-
-fn archive_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("{ROOT}/archive/{}/{id}.vlog", shard(id)))
-}
-
-/// The default key: the first 128 bits of the BLAKE3 hash of the content, in hex.
-fn content_key(data: &[u8]) -> Vec<u8> {
-    blake3::hash(data).as_bytes()[..16]
-        .iter()
-        .flat_map(|b| format!("{b:02x}").into_bytes())
-        .collect()
+    common::owner(char::from(b'A' + i as u8))
 }
 
 // ---------------------------------------------------------------------------------------

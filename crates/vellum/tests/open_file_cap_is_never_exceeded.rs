@@ -5,6 +5,9 @@
 //! the engine opens on a channel file (a storage wrapper), a checkpoint with a full cache
 //! and the recovery of a journal covering hundreds of channels stay within the cap too.
 
+mod common;
+
+use common::ROOT;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
@@ -13,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use vellum::storage::{CrashMode, FileStat, OpenMode, SimStorage, Storage, StorageFile};
 use vellum::{Options, ReadRequest, SyncPolicy, Vellum};
 
-const ROOT: &str = "/data";
 const CAP: usize = 64;
 
 /// Counts the handles open on channel files (`<root>/channels/…`), and their peak.

@@ -10,56 +10,22 @@
 //! that a journal torn by a crash under `SyncPolicy::Buffered` replays to a prefix of the
 //! appends with the rest reported.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use vellum::storage::{CrashMode, OpenMode, SimStorage, Storage};
-use vellum::{Appended, NewMessage, Options, ReadRequest, SyncPolicy, Vellum};
+mod common;
 
-const ROOT: &str = "/data";
+use common::{Msg, ROOT, live_path, open, open_with, options, provision, read_all};
+use std::path::{Path, PathBuf};
+use vellum::storage::{CrashMode, OpenMode, SimStorage, Storage};
+use vellum::{Appended, NewMessage, Options, SyncPolicy, Vellum};
+
 /// Shard `to`.
 const ID: &str = "tornado";
 const NEIGHBOUR: &str = "toucan";
 
-fn options() -> Options {
-    Options {
-        eviction: None,
-        // Far above what the tests write (no checkpoint starts on its own), and small
-        // enough that copying a disk image at each simulated crash stays cheap.
-        journal_bytes_max: 1 << 20,
-        ..Options::default()
-    }
-}
-
-fn open(sim: &SimStorage) -> Vellum {
-    open_with(sim, options())
-}
-
-fn open_with(sim: &SimStorage, options: Options) -> Vellum {
-    Vellum::open_with_storage(Arc::new(sim.clone()), ROOT, options)
-        .unwrap_or_else(|e| panic!("opening the store: {e}"))
-}
-
 /// A fresh storage whose data directory already exists durably, as a provisioned one does.
 fn provisioned() -> SimStorage {
     let sim = SimStorage::new();
-    sim.create_dir_all(Path::new(ROOT)).unwrap();
-    sim.sync_dir(Path::new("/")).unwrap();
+    provision(&sim);
     sim
-}
-
-fn live_path(id: &str) -> PathBuf {
-    PathBuf::from(format!("{ROOT}/channels/{}/{id}.vlog", &id[..2]))
-}
-
-/// A message as appended or read back: seq, key, data (compared byte for byte).
-#[derive(Clone, PartialEq, Eq)]
-struct Msg(u64, Vec<u8>, Vec<u8>);
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        write!(f, "#{} {:?} {:?}", self.0, text(&self.1), text(&self.2))
-    }
 }
 
 /// The messages of `id`, none if it does not exist.
@@ -67,14 +33,7 @@ fn read_messages(store: &Vellum, id: &str) -> Vec<Msg> {
     if !store.exists(id).unwrap() {
         return Vec::new();
     }
-    store
-        .read(id, &ReadRequest::all())
-        .unwrap_or_else(|e| panic!("reading {id}: {e}"))
-        .map(|m| {
-            let m = m.unwrap_or_else(|e| panic!("reading a message of {id}: {e}"));
-            Msg(m.seq, m.key, m.data)
-        })
-        .collect()
+    read_all(store, id).into_iter().map(Msg::from).collect()
 }
 
 fn acked(ack: &Appended, data: &[u8]) -> Msg {
