@@ -287,7 +287,7 @@ impl Vellum {
         let mut state = self.inner.loaded(&channel)?;
         state.last_access_ms = now_ms();
         let live = live_or_error(&id, &state)?;
-        history::plan(&id, live, request)
+        history::plan(&id, id.file_in(&self.inner.layout.channels), live, request)
     }
 
     /// The channel's current (folded) metadata.

@@ -6,6 +6,7 @@ use super::id::ChannelId;
 use super::log::Live;
 use crate::error::{Error, Result};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 /// Where a message sits: only valid in the epoch (file version) it was issued in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,6 +92,8 @@ impl From<MessageRef<'_>> for Message {
 /// Dropping it aborts the read.
 pub struct History {
     channel: ChannelId,
+    /// The channel's file, named in errors.
+    path: PathBuf,
     epoch: u64,
     cursor: Option<Cursor>,
     remaining: usize,
@@ -98,7 +101,12 @@ pub struct History {
 }
 
 /// Resolves `request` against a live channel's committed state.
-pub(crate) fn plan(id: &ChannelId, live: &Live, request: &ReadRequest) -> Result<History> {
+pub(crate) fn plan(
+    id: &ChannelId,
+    path: PathBuf,
+    live: &Live,
+    request: &ReadRequest,
+) -> Result<History> {
     let index = &live.index;
     let start = match &request.from {
         ReadFrom::Start => 0,
@@ -144,6 +152,7 @@ pub(crate) fn plan(id: &ChannelId, live: &Live, request: &ReadRequest) -> Result
     };
     Ok(History {
         channel: id.clone(),
+        path,
         epoch: live.header.epoch,
         cursor,
         remaining,
@@ -197,6 +206,7 @@ impl History {
     fn next_ref(&mut self) -> Result<Option<MessageRef<'_>>> {
         let History {
             channel,
+            path,
             epoch,
             cursor,
             remaining,
@@ -210,7 +220,7 @@ impl History {
             return Ok(None);
         };
         let corrupted = |offset, reason: &str| Error::Corrupted {
-            path: channel.as_str().into(),
+            path: path.clone(),
             offset,
             reason: reason.into(),
         };
