@@ -77,6 +77,9 @@ struct Queue {
     synced_lsn: u64,
     /// The highest LSN a running or finished sync covers.
     claimed_lsn: u64,
+    /// Targets of syncs running now, and of syncs that returned while an earlier one ran.
+    syncs_running: Vec<u64>,
+    syncs_done: Vec<u64>,
     last_sync_start: Instant,
     /// Jobs written since the sync thread last started a sync.
     unsynced_jobs: usize,
@@ -138,6 +141,8 @@ impl Committer {
                 written_lsn: journal.lsn(),
                 synced_lsn: journal.lsn(),
                 claimed_lsn: journal.lsn(),
+                syncs_running: Vec::new(),
+                syncs_done: Vec::new(),
                 last_sync_start: Instant::now(),
                 unsynced_jobs: 0,
                 sync_stop: false,
@@ -286,6 +291,10 @@ impl Shared {
         let mut queue = self.queue.lock();
         queue.bytes -= bytes;
         self.space.notify_all();
+        if queue.closing {
+            // The commit thread waits for the last reservation before it stops.
+            self.wake.notify_one();
+        }
     }
 
     fn poison(&self, cause: String) {
@@ -339,13 +348,34 @@ fn run_syncs(shared: &Shared) {
         queue.unsynced_jobs = 0;
         let (target, file) = (queue.written_lsn, queue.journal_file.clone());
         queue.claimed_lsn = target;
+        queue.syncs_running.push(target);
         let result = MutexGuard::unlocked(&mut queue, || file.sync_data());
         if let Err(e) = result {
-            // The groups waiting for this sync fail: the commit thread sees the poison.
+            // The groups waiting for this sync fail: the commit thread sees the poison
+            // before `synced_lsn` moves past them.
             shared.poison(format!("journal sync failed: {e}"));
         }
         shared.stats.lock().journal_syncs += 1;
-        queue.synced_lsn = queue.synced_lsn.max(target);
+        queue.syncs_running.retain(|&t| t != target);
+        queue.syncs_done.push(target);
+        // A sync vouches for its range only once every sync that started before it has
+        // returned too: an earlier one may have met (and consumed) a writeback error.
+        let floor = queue
+            .syncs_running
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or(u64::MAX);
+        let covered = queue
+            .syncs_done
+            .iter()
+            .filter(|&&t| t < floor)
+            .max()
+            .copied();
+        if let Some(covered) = covered {
+            queue.synced_lsn = queue.synced_lsn.max(covered);
+            queue.syncs_done.retain(|&t| t >= floor);
+        }
         shared.wake.notify_one();
     }
 }
@@ -441,7 +471,8 @@ impl CommitLoop {
                 _ => None,
             };
             let sync_due = interval.is_some_and(|due| due <= Instant::now());
-            if synced || writable || sync_due || queue.checkpoint_wanted || queue.closing {
+            let closed = queue.closing && queue.jobs.is_empty() && queue.bytes == 0;
+            if synced || writable || sync_due || queue.checkpoint_wanted || closed {
                 break;
             }
             match interval {
@@ -468,7 +499,8 @@ impl CommitLoop {
             write,
             synced_lsn: queue.synced_lsn,
             checkpoint: std::mem::take(&mut queue.checkpoint_wanted),
-            closing: queue.closing && queue.jobs.is_empty(),
+            // A writer holding a reservation will still queue its job: wait for it.
+            closing: queue.closing && queue.jobs.is_empty() && queue.bytes == 0,
             sync_due,
         }
     }
@@ -635,6 +667,13 @@ impl CommitLoop {
             return;
         }
         let lsn = self.journal.lsn();
+        if self.unsynced_since.is_some()
+            && let Err(e) = self.journal.file().sync_data()
+        {
+            // Under Interval, later synced entries must not follow an unsynced gap.
+            self.shared.poison(format!("journal sync failed: {e}"));
+            return;
+        }
         if self.journal.entry_bytes() > 0 {
             let files = &self.shared.settings.files;
             match JournalWriter::create(&*files.storage, &files.layout.journal, lsn) {

@@ -21,6 +21,13 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The most bytes of records one batch may write: a batch is one journal entry, which
+/// must hold the records plus a new channel's header and metadata in one record body.
+const BATCH_BYTES_MAX: usize = crate::record::BODY_BYTES_MAX - METADATA_BYTES_MAX - 4096;
+
+/// The longest metadata line (a JSON object or command) a channel may log.
+const METADATA_BYTES_MAX: usize = 1024 * 1024;
+
 /// One message to append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewMessage<'a> {
@@ -608,6 +615,18 @@ impl Inner {
                 max,
             });
         }
+        // A batch is one journal entry, so it must fit one record (with room for a new
+        // channel's header and metadata).
+        let bytes: usize = messages
+            .iter()
+            .map(|m| crate::channel::file::message_record_bytes(KEY_BYTES_MAX, m.data.len()))
+            .sum();
+        if bytes > BATCH_BYTES_MAX {
+            return Err(Error::BatchBytesTooLarge {
+                bytes,
+                max: BATCH_BYTES_MAX,
+            });
+        }
         for m in messages {
             if m.data.len() > self.options.message_bytes_max {
                 return Err(Error::MessageTooLarge {
@@ -652,6 +671,7 @@ impl Inner {
         let task = channel.lane.ordered();
         let mut state = self.loaded(&channel)?;
         let time_ms = now_ms();
+        state.last_access_ms = time_ms;
         let mut bytes = Vec::with_capacity(record_bytes);
         let creating = match (&state.presence, &write) {
             (Presence::Live(_), Write::Create(_)) => {
@@ -684,6 +704,13 @@ impl Inner {
                 Write::Create(metadata) => metadata.clone(),
                 _ => Metadata::new(),
             };
+            let line = metadata.to_json();
+            if line.len() > METADATA_BYTES_MAX {
+                return Err(Error::MetadataTooLarge {
+                    bytes: line.len(),
+                    max: METADATA_BYTES_MAX,
+                });
+            }
             let header = Header {
                 epoch: self.new_epoch(0),
                 first_seq: 0,
@@ -696,7 +723,7 @@ impl Inner {
             bytes.extend_from_slice(&header.encode());
             Body::Metadata {
                 time_ms,
-                line: &metadata.to_json(),
+                line: &line,
             }
             .encode_into(&mut bytes);
             state.presence = Presence::Live(Box::new(Live {
@@ -707,6 +734,7 @@ impl Inner {
                 reserved: 0,
                 next_seq: 0,
                 index: Default::default(),
+                metadata_reserved: metadata.clone(),
                 metadata: metadata.clone(),
                 header,
             }));
@@ -745,15 +773,24 @@ impl Inner {
                 }
             }
             Write::Amend(command, args) => {
-                let mut amended = live.metadata.clone();
+                // Against the state after every queued amendment, not the committed one.
+                let mut amended = live.metadata_reserved.clone();
                 if !amended.apply(command, args)? {
                     return Ok(false);
                 }
+                let line = metadata::command_line(command, args, time_ms);
+                if line.len() > METADATA_BYTES_MAX {
+                    return Err(Error::MetadataTooLarge {
+                        bytes: line.len(),
+                        max: METADATA_BYTES_MAX,
+                    });
+                }
                 Body::Metadata {
                     time_ms,
-                    line: &metadata::command_line(command, args, time_ms),
+                    line: &line,
                 }
                 .encode_into(&mut bytes);
+                live.metadata_reserved = amended.clone();
                 new_metadata = Some(amended);
             }
         }
@@ -800,7 +837,13 @@ impl Inner {
             self.committer.checkpoint()?;
         }
         let mut state = self.loaded(&channel)?;
-        apply(self, id, &mut state, plan)
+        let result = apply(self, id, &mut state, plan);
+        if result.is_err() {
+            // The disk may be past the point of no return (a rename or unlink done, its
+            // directory sync failed): forget the in-memory state and read it again.
+            state.presence = Presence::Unloaded;
+        }
+        result
     }
 
     pub(crate) fn archive(&self, id: &ChannelId, reason: &str) -> Result<()> {

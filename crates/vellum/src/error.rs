@@ -15,6 +15,10 @@ pub enum Error {
     KeyTooLong { len: usize, max: usize },
     #[error("batch of {len} messages is over the limit of {max}")]
     BatchTooLarge { len: usize, max: usize },
+    #[error("batch of {bytes} bytes is over the limit of {max} bytes")]
+    BatchBytesTooLarge { bytes: usize, max: usize },
+    #[error("metadata of {bytes} bytes is over the limit of {max} bytes")]
+    MetadataTooLarge { bytes: usize, max: usize },
     #[error("a batch must hold at least one message")]
     EmptyBatch,
     #[error("channel {channel} does not exist")]

@@ -4,7 +4,8 @@
 
 use crate::channel::file::Header;
 use crate::channel::id::id_of_file_name;
-use crate::engine::{Inner, system_ms};
+use crate::channel::rewrite;
+use crate::engine::{Inner, live_or_error, system_ms};
 use crate::error::{Error, IoContext, Result};
 use crate::storage::OpenMode;
 use std::path::Path;
@@ -38,8 +39,9 @@ pub(crate) fn run_once(inner: &Inner, now_ms: u64) -> Result<EvictionReport> {
         let Ok((header, _)) = Header::read(&*file) else {
             return Ok(()); // Reported when the channel is loaded.
         };
-        let reason = if header.expire_ms != 0 && header.expire_ms <= now_ms {
-            "EXPIRED"
+        // The reason, and the last use it was judged by (none for an expiry).
+        let (reason, last_use) = if header.expire_ms != 0 && header.expire_ms <= now_ms {
+            ("EXPIRED", u64::MAX)
         } else if let Some(limit) = inactive_ms {
             let stat = inner
                 .storage
@@ -53,14 +55,26 @@ pub(crate) fn run_once(inner: &Inner, now_ms: u64) -> Result<EvictionReport> {
             if last.max(cached).saturating_add(limit) > now_ms {
                 return Ok(());
             }
-            "INACTIVE"
+            ("INACTIVE", last.max(cached))
         } else {
             return Ok(());
         };
-        let archived = inner.archive(&id, reason);
+        // Judged inactive, but used since (by a write or read racing the pass): keep it.
+        let archived = inner.exclusive(
+            &id,
+            |id, state| {
+                live_or_error(id, state)?;
+                Ok(state.last_access_ms <= last_use)
+            },
+            |inner, id, state, still_unused| match still_unused {
+                true => rewrite::archive(inner, id, state, reason).map(|()| true),
+                false => Ok(false),
+            },
+        );
         match archived {
-            Ok(()) if reason == "EXPIRED" => report.expired += 1,
-            Ok(()) => report.inactive += 1,
+            Ok(false) => {}
+            Ok(true) if reason == "EXPIRED" => report.expired += 1,
+            Ok(true) => report.inactive += 1,
             Err(Error::NotFound { .. } | Error::Archived { .. }) => {}
             Err(e) => return Err(e),
         }

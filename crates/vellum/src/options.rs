@@ -72,8 +72,9 @@ pub struct Options {
     pub eviction: Option<EvictionOptions>,
 }
 
-/// The hard ceiling on `message_bytes_max`: a record body must stay under 16 MiB + 1 KiB.
-pub const MESSAGE_BYTES_CEILING: usize = 16 * 1024 * 1024;
+/// The hard ceiling on `message_bytes_max`: one message, with a new channel's header and
+/// metadata, must fit one journal entry (a record body is at most 16 MiB + 1 KiB).
+pub const MESSAGE_BYTES_CEILING: usize = 8 * 1024 * 1024;
 
 impl Default for Options {
     fn default() -> Self {

@@ -42,9 +42,8 @@ impl ChannelCache {
             *last_used = tick;
             return channel.clone();
         }
-        if inner.by_id.len() >= self.capacity {
-            inner.evict_one(&self.files);
-        }
+        // Down to capacity again after a burst of busy channels pushed it over.
+        while inner.by_id.len() >= self.capacity && inner.evict_one(&self.files) {}
         let channel = Arc::new(Channel::new(id.clone()));
         inner.by_id.insert(id.clone(), (channel.clone(), tick));
         inner.by_age.insert(tick, id.clone());
@@ -62,17 +61,25 @@ impl ChannelCache {
 }
 
 impl Inner {
-    /// Drops the least recently used idle channel, if any is idle.
-    fn evict_one(&mut self, files: &Arc<Files>) {
-        let victim = self.by_age.iter().find_map(|(&tick, id)| {
-            let (channel, _) = &self.by_id[id];
-            // Only the cache holds it, and nothing runs or waits on it.
-            (Arc::strong_count(channel) == 1 && channel.is_idle_and_flushed(files))
-                .then(|| (tick, id.clone()))
-        });
-        if let Some((tick, id)) = victim {
-            self.by_age.remove(&tick);
-            self.by_id.remove(&id);
+    /// Drops the least recently used idle channel; false if none is idle.
+    fn evict_one(&mut self, files: &Arc<Files>) -> bool {
+        // Re-file entries used since they were filed, then take the oldest idle one.
+        let mut busy = Vec::new();
+        let mut evicted = false;
+        while let Some((tick, id)) = self.by_age.pop_first() {
+            let (channel, last_used) = &self.by_id[&id];
+            if *last_used != tick {
+                self.by_age.insert(*last_used, id);
+            } else if Arc::strong_count(channel) == 1 && channel.is_idle_and_flushed(files) {
+                // Only the cache holds it, and nothing runs or waits on it.
+                self.by_id.remove(&id);
+                evicted = true;
+                break;
+            } else {
+                busy.push((tick, id));
+            }
         }
+        self.by_age.extend(busy);
+        evicted
     }
 }

@@ -121,6 +121,9 @@ pub struct Live {
     pub index: MessageIndex,
     /// Committed metadata.
     pub metadata: Metadata,
+    /// The metadata once every queued amendment is committed: what the next amendment
+    /// applies to (as `reserved` and `next_seq` are for appends).
+    pub metadata_reserved: Metadata,
 }
 
 impl Live {
@@ -152,6 +155,8 @@ impl Live {
         file.file.write_all_at(&self.tail, self.file_len)?;
         self.file_len += self.tail.len() as u64;
         self.tail.clear();
+        // A large write grew the buffer; do not keep it while the channel is cached.
+        self.tail.shrink_to(TAIL_BYTES_MAX * 2);
         Ok(())
     }
 
@@ -428,6 +433,7 @@ pub fn load(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Presence> {
         return Ok(presence);
     }
     let next_seq = next_seq.max(header.next_seq_min);
+    let metadata = fold.finish();
     Ok(Presence::Live(Box::new(Live {
         file: Some(OpenFile::new(file, cx.files.clone())),
         header,
@@ -437,7 +443,8 @@ pub fn load(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Presence> {
         reserved: end,
         next_seq,
         index,
-        metadata: fold.finish(),
+        metadata_reserved: metadata.clone(),
+        metadata,
     })))
 }
 
