@@ -157,7 +157,8 @@ impl Vellum {
             "message_bytes_max is at most {MESSAGE_BYTES_CEILING}"
         );
         let layout = Layout::new(path);
-        create_durable_dir(&*storage, path)?;
+        crate::storage::create_dir_durably(&*storage, path)
+            .context(|| format!("creating {}", path.display()))?;
         let lock = storage
             .lock_exclusive(&layout.lock)
             .context(|| format!("locking {}", path.display()))?;
@@ -919,37 +920,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Creates `path` and its missing ancestors, each made durable in its parent.
-fn create_durable_dir(storage: &dyn crate::storage::Storage, path: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut at = Some(path);
-    while let Some(dir) = at {
-        if storage
-            .stat(dir)
-            .context(|| format!("stat of {}", dir.display()))?
-            .is_some()
-        {
-            break;
-        }
-        missing.push(dir);
-        at = dir.parent();
-    }
-    for dir in missing.into_iter().rev() {
-        storage
-            .create_dir_all(dir)
-            .context(|| format!("creating {}", dir.display()))?;
-        let parent = match dir.parent() {
-            Some(p) if p.as_os_str().is_empty() => Path::new("."),
-            Some(p) => p,
-            None => continue,
-        };
-        storage
-            .sync_dir(parent)
-            .context(|| format!("syncing {}", parent.display()))?;
-    }
-    Ok(())
 }
 
 pub(crate) fn system_ms(t: SystemTime) -> u64 {

@@ -547,14 +547,7 @@ pub fn save_range(
     let target = lost_found.join(format!("{name}.{start}-{end}.bin"));
     let out = storage.open(&target, OpenMode::CreateReadWrite)?;
     out.set_len(0)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = start;
-    while at < end {
-        let n = ((end - at) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], at)?;
-        out.write_all_at(&buf[..n], at - start)?;
-        at += n as u64;
-    }
+    crate::storage::copy_range(file, start, end, &*out)?;
     out.sync_data()?;
     storage.sync_dir(lost_found)?;
     Ok(target)

@@ -14,21 +14,10 @@ use std::path::Path;
 /// Bytes buffered before each write of a rewritten file.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
-/// Creates `dir` if it is missing, making its entry in `parent` durable.
-fn ensure_dir(inner: &Inner, parent: &Path, dir: &Path) -> Result<()> {
-    if inner
-        .storage
-        .stat(dir)
-        .context(|| format!("stat of {}", dir.display()))?
-        .is_none()
-    {
-        inner
-            .storage
-            .create_dir_all(dir)
-            .and_then(|()| inner.storage.sync_dir(parent))
-            .context(|| format!("creating {}", dir.display()))?;
-    }
-    Ok(())
+/// Creates `dir` (a shard directory) if it is missing, durably.
+fn ensure_dir(inner: &Inner, dir: &Path) -> Result<()> {
+    crate::storage::create_dir_durably(&*inner.storage, dir)
+        .context(|| format!("creating {}", dir.display()))
 }
 
 /// Keeps the current file as `trimmed/<xx>/<id>.<epoch>.vlog` (a hard link; a copy
@@ -36,7 +25,7 @@ fn ensure_dir(inner: &Inner, parent: &Path, dir: &Path) -> Result<()> {
 pub fn backup(inner: &Inner, id: &ChannelId, live: &Live) -> Result<()> {
     let layout = &inner.layout;
     let shard = layout.trimmed.join(id.shard());
-    ensure_dir(inner, &layout.trimmed, &shard)?;
+    ensure_dir(inner, &shard)?;
     let target = shard.join(format!("{id}.{}.vlog", live.header.epoch));
     let source = id.file_in(&layout.channels);
     let linked = inner.storage.hard_link(&source, &target);
@@ -66,14 +55,7 @@ fn copy_file(inner: &Inner, source: &Path, target: &Path, len: u64) -> Result<()
         .open(&tmp, OpenMode::CreateReadWrite)
         .context(context)?;
     to.set_len(0).context(context)?;
-    let mut buf = vec![0u8; WRITE_CHUNK_BYTES];
-    let mut at = 0;
-    while at < len {
-        let n = ((len - at) as usize).min(buf.len());
-        from.read_exact_at(&mut buf[..n], at).context(context)?;
-        to.write_all_at(&buf[..n], at).context(context)?;
-        at += n as u64;
-    }
+    crate::storage::copy_range(&*from, 0, len, &*to).context(context)?;
     to.sync_data().context(context)?;
     inner.storage.rename(&tmp, target).context(context)
 }
@@ -199,7 +181,7 @@ pub fn archive(inner: &Inner, id: &ChannelId, state: &mut State, reason: &str) -
     }
     let from = id.file_in(&layout.channels);
     let to = id.file_in(&layout.archive);
-    ensure_dir(inner, &layout.archive, to.parent().expect("shard"))?;
+    ensure_dir(inner, to.parent().expect("shard"))?;
     inner.storage.rename(&from, &to).context(context)?;
     sync_parent(inner, &to)?;
     sync_parent(inner, &from)?;
@@ -227,7 +209,7 @@ pub fn restore(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
         .and_then(|()| file.sync_data())
         .context(context)?;
     drop(file);
-    ensure_dir(inner, &layout.channels, to.parent().expect("shard"))?;
+    ensure_dir(inner, to.parent().expect("shard"))?;
     inner.storage.rename(&from, &to).context(context)?;
     sync_parent(inner, &to)?;
     sync_parent(inner, &from)?;

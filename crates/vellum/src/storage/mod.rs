@@ -108,3 +108,45 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     s.push(suffix);
     PathBuf::from(s)
 }
+
+/// Copies `[start, end)` of `from` to the start of `to`, in 1 MiB pieces.
+pub fn copy_range(
+    from: &dyn StorageFile,
+    start: u64,
+    end: u64,
+    to: &dyn StorageFile,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = start;
+    while at < end {
+        let n = ((end - at) as usize).min(buf.len());
+        from.read_exact_at(&mut buf[..n], at)?;
+        to.write_all_at(&buf[..n], at - start)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Creates directory `path` and its missing ancestors, each made durable in its parent
+/// (an existing directory is left as it is).
+pub fn create_dir_durably(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(dir) = at {
+        if storage.stat(dir)?.is_some() {
+            break;
+        }
+        missing.push(dir);
+        at = dir.parent();
+    }
+    for dir in missing.into_iter().rev() {
+        storage.create_dir_all(dir)?;
+        let parent = match dir.parent() {
+            Some(p) if p.as_os_str().is_empty() => Path::new("."),
+            Some(p) => p,
+            None => continue,
+        };
+        storage.sync_dir(parent)?;
+    }
+    Ok(())
+}
