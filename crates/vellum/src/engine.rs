@@ -731,7 +731,6 @@ impl Inner {
                 file: None,
                 file_len: 0,
                 tail: Vec::new(),
-                len: 0,
                 reserved: 0,
                 next_seq: 0,
                 index: Default::default(),
@@ -881,7 +880,7 @@ impl Inner {
                     stat.map_or((0, 0), |s| (system_ms(s.modified), system_ms(s.accessed)));
                 Ok(ChannelInfo {
                     id: id.clone(),
-                    size_bytes: live.len,
+                    size_bytes: live.len(),
                     messages: live.index.len() as u64,
                     first_seq: live.header.first_seq,
                     next_seq: live.next_seq,

@@ -145,7 +145,7 @@ pub(crate) fn plan(
     let remaining = stop.saturating_sub(start);
     let cursor = match index.get(start) {
         Some(first) if remaining > 0 => {
-            let end = index.get(stop).map_or(live.len, |e| e.offset);
+            let end = index.get(stop).map_or(live.len(), |e| e.offset);
             Some(Cursor::new(live.snapshot(), first.offset, end))
         }
         _ => None,

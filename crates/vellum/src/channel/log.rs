@@ -111,8 +111,6 @@ pub struct Live {
     pub file_len: u64,
     /// Committed bytes not yet written to the file.
     pub tail: Vec<u8>,
-    /// The end of the committed records: readers never read past it.
-    pub len: u64,
     /// The end once every queued write is committed: where the next append goes.
     pub reserved: u64,
     /// The seq the next append gets.
@@ -129,13 +127,17 @@ pub struct Live {
 impl Live {
     /// Appends committed bytes (they are in the durable journal already).
     pub fn commit(&mut self, offset: u64, bytes: &[u8]) {
-        assert_eq!(offset, self.len, "commits must be contiguous");
+        assert_eq!(offset, self.len(), "commits must be contiguous");
         if self.tail.capacity() == 0 {
             // Sized once: a tail is written out and cleared (keeping its buffer) at the limit.
             self.tail.reserve(TAIL_BYTES_MAX + bytes.len());
         }
         self.tail.extend_from_slice(bytes);
-        self.len += bytes.len() as u64;
+    }
+
+    /// The end of the committed records (file, then tail): readers never read past it.
+    pub fn len(&self) -> u64 {
+        self.file_len + self.tail.len() as u64
     }
 
     /// Writes the tail to the file, creating the file for a new channel. On failure
@@ -439,7 +441,6 @@ pub fn load(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Presence> {
         header,
         file_len: end,
         tail: Vec::new(),
-        len: end,
         reserved: end,
         next_seq,
         index,

@@ -32,7 +32,7 @@ pub fn backup(inner: &Inner, id: &ChannelId, live: &Live) -> Result<()> {
     match linked {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(_) => copy_file(inner, &source, &target, live.len)?,
+        Err(_) => copy_file(inner, &source, &target, live.len())?,
     }
     inner
         .storage
@@ -99,7 +99,7 @@ pub fn rewrite(
     .encode_into(&mut buf);
     let mut written = 0u64;
     if let (Some(file), Some(first)) = (&live.file, live.index.get(0)) {
-        let mut cursor = Cursor::new(file.file.clone(), first.offset, live.len);
+        let mut cursor = Cursor::new(file.file.clone(), first.offset, live.len());
         let mut pos = 0;
         loop {
             match cursor.next().context(context)? {
@@ -176,7 +176,9 @@ pub fn archive(inner: &Inner, id: &ChannelId, state: &mut State, reason: &str) -
             reason,
         }
         .encode_into(&mut marker);
-        file.file.write_all_at(&marker, live.len).context(context)?;
+        file.file
+            .write_all_at(&marker, live.len())
+            .context(context)?;
         file.file.sync_data().context(context)?;
     }
     let from = id.file_in(&layout.channels);
