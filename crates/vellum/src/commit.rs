@@ -51,6 +51,10 @@ pub struct CommitStats {
     pub jobs: u64,
     pub journal_syncs: u64,
     pub checkpoints: u64,
+    /// Retired journal files kept as the next one (docs/format.md §3.1).
+    pub journal_files_recycled: u64,
+    /// Journal files prepared by writing zeros (when none could be recycled).
+    pub journal_files_zero_filled: u64,
 }
 
 pub struct Settings {
@@ -543,6 +547,7 @@ impl CommitLoop {
         self.buf.clear();
         for job in jobs {
             Entry {
+                tag: self.journal.tag_after(self.buf.len()),
                 id: job.channel.id.as_str(),
                 offset: job.offset,
                 bytes: &job.bytes,
@@ -727,12 +732,14 @@ fn prepare_journal(shared: &Shared) {
         return;
     }
     let files = &settings.files;
-    if let Err(e) = journal::prepare(
+    match journal::prepare(
         &*files.storage,
         &files.layout.journal,
         settings.journal_bytes_max,
     ) {
-        tracing::warn!(error = %e, "could not prepare the next journal file");
+        Ok(true) => shared.stats.lock().journal_files_zero_filled += 1,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not prepare the next journal file"),
     }
 }
 
@@ -762,14 +769,17 @@ fn checkpoint(shared: &Shared, job: &CheckpointJob) -> io::Result<()> {
     for dir in &job.dirty_dirs {
         storage.sync_dir(dir)?;
     }
-    let mut deleted = false;
+    let mut retired = false;
     for (lsn, path) in journal::list_files(storage, &layout.journal)? {
         if lsn < job.delete_below_lsn {
-            storage.remove_file(&path)?;
-            deleted = true;
+            let entry_bytes = shared.settings.journal_bytes_max;
+            if journal::retire(storage, &layout.journal, &path, entry_bytes)? {
+                shared.stats.lock().journal_files_recycled += 1;
+            }
+            retired = true;
         }
     }
-    if deleted {
+    if retired {
         storage.sync_dir(&layout.journal)?;
     }
     Ok(())

@@ -162,7 +162,12 @@ impl Vellum {
         let lock = storage
             .lock_exclusive(&layout.lock)
             .context(|| format!("locking {}", path.display()))?;
-        let (recovery, journal) = recovery::recover(&*storage, &layout, options.open_files_max)?;
+        let (recovery, journal) = recovery::recover(
+            &*storage,
+            &layout,
+            options.open_files_max,
+            options.journal_bytes_max,
+        )?;
         let files = Files::new(storage.clone(), layout.clone());
         // Two files of the budget stay free for the checkpoint's and the eviction pass's
         // short-lived opens of channels that are not cached.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"VELLUMJL";
-const VERSION: u32 = 1;
-pub const HEADER_BYTES: u64 = 24;
+const VERSION: u32 = 2;
+pub const HEADER_BYTES: u64 = 32;
 const KIND_CHANNEL_WRITE: u8 = 16;
 const SUFFIX: &str = ".wal";
 /// A zero-filled, synced journal file waiting to become the next journal file.
@@ -18,9 +18,12 @@ pub const PREPARED: &str = "prepared.tmp";
 /// A journal file being zero-filled.
 pub const PREPARING: &str = "preparing.tmp";
 
-/// "The channel file of `id` holds `bytes` at `offset`."
+/// "The channel file of `id` holds `bytes` at `offset`".
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
+    /// The entry's LSN xor its file's salt ([`FileHeader::tag_at`]): tells a current
+    /// entry from one left in a recycled file by its previous use.
+    pub tag: u64,
     pub id: &'a str,
     pub offset: u64,
     pub bytes: &'a [u8],
@@ -30,6 +33,7 @@ impl Entry<'_> {
     /// Appends this entry, framed, to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         record::encode_with(out, |b| {
+            b.extend_from_slice(&self.tag.to_le_bytes());
             b.push(KIND_CHANNEL_WRITE);
             b.push(self.id.len() as u8);
             b.extend_from_slice(self.id.as_bytes());
@@ -41,6 +45,7 @@ impl Entry<'_> {
     pub fn parse(body: &[u8]) -> Result<Entry<'_>, &'static str> {
         let mut r = Reader::new(body);
         let bad = "truncated journal entry";
+        let tag = r.u64().ok_or(bad)?;
         if r.u8().ok_or(bad)? != KIND_CHANNEL_WRITE {
             return Err("unknown journal entry kind");
         }
@@ -50,6 +55,7 @@ impl Entry<'_> {
         ChannelId::new(id).map_err(|_| "invalid channel id in journal")?;
         let offset = r.u64().ok_or(bad)?;
         Ok(Entry {
+            tag,
             id,
             offset,
             bytes: r.rest(),
@@ -60,7 +66,7 @@ impl Entry<'_> {
 /// The framed size of an entry for `id` carrying `bytes_len` bytes.
 #[cfg(test)]
 fn entry_bytes(id: &ChannelId, bytes_len: usize) -> usize {
-    record::FRAME_BYTES + 1 + 1 + id.as_str().len() + 8 + bytes_len
+    record::FRAME_BYTES + 8 + 1 + 1 + id.as_str().len() + 8 + bytes_len
 }
 
 fn file_name(lsn: u64) -> String {
@@ -81,45 +87,81 @@ pub fn list_files(storage: &dyn Storage, dir: &Path) -> io::Result<Vec<(u64, Pat
     Ok(files)
 }
 
-/// Checks a journal file's header and returns the LSN it claims to start at.
-pub fn read_header(file: &dyn StorageFile) -> Result<u64, &'static str> {
-    let mut buf = [0u8; HEADER_BYTES as usize];
-    file.read_exact_at(&mut buf, 0)
-        .map_err(|_| "journal header missing")?;
-    if &buf[0..8] != MAGIC {
-        return Err("bad journal magic");
+/// What a journal file's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileHeader {
+    /// The LSN of the file's first entry.
+    pub lsn: u64,
+    /// Drawn at random when the file is started. Mixed into every entry's tag, so no
+    /// bytes the file held before — even ones a client chose, inside a message — can
+    /// pass for a current entry.
+    pub salt: u64,
+}
+
+impl FileHeader {
+    fn encode(&self) -> Vec<u8> {
+        let mut header = Vec::with_capacity(HEADER_BYTES as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&self.lsn.to_le_bytes());
+        header.extend_from_slice(&self.salt.to_le_bytes());
+        header
     }
-    let mut r = Reader::new(&buf[8..]);
-    if r.u32() != Some(VERSION) {
-        return Err("unsupported journal version");
+
+    /// Checks a journal file's header.
+    pub fn read(file: &dyn StorageFile) -> Result<FileHeader, &'static str> {
+        let mut buf = [0u8; HEADER_BYTES as usize];
+        file.read_exact_at(&mut buf, 0)
+            .map_err(|_| "journal header missing")?;
+        if &buf[0..8] != MAGIC {
+            return Err("bad journal magic");
+        }
+        let mut r = Reader::new(&buf[8..]);
+        if r.u32() != Some(VERSION) {
+            return Err("unsupported journal version");
+        }
+        let _reserved = r.u32();
+        Ok(FileHeader {
+            lsn: r.u64().unwrap(),
+            salt: r.u64().unwrap(),
+        })
     }
-    let _reserved = r.u32();
-    Ok(r.u64().unwrap())
+
+    /// The LSN of the entry at `offset` in the file.
+    pub fn lsn_at(&self, offset: u64) -> u64 {
+        self.lsn + (offset - HEADER_BYTES)
+    }
+
+    /// The tag a current entry at `offset` carries.
+    pub fn tag_at(&self, offset: u64) -> u64 {
+        self.lsn_at(offset) ^ self.salt
+    }
 }
 
 /// Appends to the current journal file.
 pub struct JournalWriter {
     file: Arc<dyn StorageFile>,
-    start_lsn: u64,
+    header: FileHeader,
     /// Offset in the file where the next entry goes.
     end: u64,
 }
 
 impl JournalWriter {
     /// Starts a new, empty journal file at `lsn` and makes it durable. It is the
-    /// prepared (zero-filled) file when one is ready: overwriting allocated blocks keeps
-    /// the file's size fixed, so each fdatasync writes the data and no inode.
+    /// prepared file (§3.1) when one is ready: overwriting allocated blocks keeps the
+    /// file's size fixed, so each fdatasync writes the data and no inode.
     pub fn create(storage: &dyn Storage, dir: &Path, lsn: u64) -> io::Result<Self> {
         let path = dir.join(file_name(lsn));
         let prepared = dir.join(PREPARED);
-        let mut header = Vec::with_capacity(HEADER_BYTES as usize);
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
-        header.extend_from_slice(&lsn.to_le_bytes());
+        let header = FileHeader {
+            lsn,
+            salt: getrandom::u64().map_err(io::Error::other)?,
+        };
+        let encoded = header.encode();
         let file = match storage.open(&prepared, OpenMode::ReadWrite) {
             Ok(file) => {
-                file.write_all_at(&header, 0)?;
+                file.write_all_at(&encoded, 0)?;
                 file.sync_data()?;
                 storage.rename(&prepared, &path)?;
                 file
@@ -127,7 +169,7 @@ impl JournalWriter {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let file = storage.open(&path, OpenMode::CreateReadWrite)?;
                 file.set_len(0)?;
-                file.write_all_at(&header, 0)?;
+                file.write_all_at(&encoded, 0)?;
                 file.sync_data()?;
                 file
             }
@@ -136,9 +178,14 @@ impl JournalWriter {
         storage.sync_dir(dir)?;
         Ok(JournalWriter {
             file,
-            start_lsn: lsn,
+            header,
             end: HEADER_BYTES,
         })
+    }
+
+    /// The tag of an entry placed `buffered` bytes after the next entry's place.
+    pub fn tag_after(&self, buffered: usize) -> u64 {
+        self.header.tag_at(self.end + buffered as u64)
     }
 
     pub fn append(&mut self, entries: &[u8]) -> io::Result<()> {
@@ -154,7 +201,7 @@ impl JournalWriter {
 
     /// The LSN the next entry gets.
     pub fn lsn(&self) -> u64 {
-        self.start_lsn + (self.end - HEADER_BYTES)
+        self.header.lsn_at(self.end)
     }
 
     /// Bytes of entries in the current file.
@@ -164,11 +211,11 @@ impl JournalWriter {
 }
 
 /// Zero-fills the next journal file (`entry_bytes` of room after the header), syncs
-/// it and names it [`PREPARED`], unless one is ready already.
-pub fn prepare(storage: &dyn Storage, dir: &Path, entry_bytes: u64) -> io::Result<()> {
+/// it and names it [`PREPARED`], unless one is ready already. Returns whether it did.
+pub fn prepare(storage: &dyn Storage, dir: &Path, entry_bytes: u64) -> io::Result<bool> {
     let prepared = dir.join(PREPARED);
     if storage.stat(&prepared)?.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     let preparing = dir.join(PREPARING);
     let file = storage.open(&preparing, OpenMode::CreateReadWrite)?;
@@ -183,22 +230,137 @@ pub fn prepare(storage: &dyn Storage, dir: &Path, entry_bytes: u64) -> io::Resul
     }
     file.sync_data()?;
     storage.rename(&preparing, &prepared)?;
-    storage.sync_dir(dir)
+    storage.sync_dir(dir)?;
+    Ok(true)
 }
 
-/// Whether `[start, end)` of `file` is all zeros: the unused room of a prepared file.
-pub fn is_zero_filled(file: &dyn StorageFile, start: u64, end: u64) -> io::Result<bool> {
+/// Probe bytes at an entry's start: its frame and its tag.
+const PROBE_BYTES: usize = record::FRAME_BYTES + 8;
+
+/// Where a journal file's entries stop at `offset` (the first place without a current
+/// entry, §3.1), decides whether the bytes from there are a loss to report: returns the
+/// end of the range to report, or `None` for a clean end. Reported are
+/// - everything to the end of the file when a current entry follows (damage, or a torn
+///   group whose later pages reached the disk);
+/// - a torn current entry, known by a non-zero length and its tag: its declared extent.
+///
+/// Anything else (zeros, bytes of the file's previous use, a torn entry cut before the
+/// end of its tag) is unused room.
+pub fn lost_after(
+    file: &dyn StorageFile,
+    header: &FileHeader,
+    offset: u64,
+    len: u64,
+) -> io::Result<Option<u64>> {
+    if find_current_entry(file, header, offset + 1, len)?.is_some() {
+        return Ok(Some(len));
+    }
+    if offset + PROBE_BYTES as u64 > len {
+        return Ok(None);
+    }
+    let mut probe = [0u8; PROBE_BYTES];
+    file.read_exact_at(&mut probe, offset)?;
+    let body_len = u32::from_le_bytes(probe[..4].try_into().unwrap());
+    let tag = u64::from_le_bytes(probe[record::FRAME_BYTES..].try_into().unwrap());
+    if body_len == 0 || tag != header.tag_at(offset) {
+        return Ok(None);
+    }
+    let declared_end = offset + (record::FRAME_BYTES as u64 + body_len as u64);
+    Ok(Some(if body_len as usize > record::BODY_BYTES_MAX {
+        len
+    } else {
+        declared_end.min(len)
+    }))
+}
+
+/// The offset of the first current entry (§3.1) in `[start, end)`, searching at every byte.
+fn find_current_entry(
+    file: &dyn StorageFile,
+    header: &FileHeader,
+    start: u64,
+    end: u64,
+) -> io::Result<Option<u64>> {
+    // The tag sits right after the frame; check it before the checksum.
     let mut buf = vec![0u8; 1 << 20];
     let mut at = start;
-    while at < end {
+    while at + PROBE_BYTES as u64 <= end {
         let n = ((end - at) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], at)?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Ok(false);
+        for i in 0..=n - PROBE_BYTES {
+            let offset = at + i as u64;
+            let tag = &buf[i + record::FRAME_BYTES..i + PROBE_BYTES];
+            if u64::from_le_bytes(tag.try_into().unwrap()) == header.tag_at(offset)
+                && is_current_at(file, header, offset, end)?
+            {
+                return Ok(Some(offset));
+            }
         }
-        at += n as u64;
+        // The next window starts where a probe no longer fit in this one.
+        at += (n - PROBE_BYTES + 1) as u64;
     }
-    Ok(true)
+    Ok(None)
+}
+
+fn is_current_at(
+    file: &dyn StorageFile,
+    header: &FileHeader,
+    offset: u64,
+    end: u64,
+) -> io::Result<bool> {
+    let mut frame = [0u8; record::FRAME_BYTES];
+    file.read_exact_at(&mut frame, offset)?;
+    let body_len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+    let framed_len = (record::FRAME_BYTES + body_len) as u64;
+    if body_len > record::BODY_BYTES_MAX || offset + framed_len > end {
+        return Ok(false);
+    }
+    let mut framed = vec![0u8; framed_len as usize];
+    file.read_exact_at(&mut framed, offset)?;
+    Ok(match record::decode(&framed) {
+        record::Decoded::Record { body, .. } => {
+            Entry::parse(body).is_ok_and(|e| e.tag == header.tag_at(offset))
+        }
+        _ => false,
+    })
+}
+
+/// Retires the journal file at `path`, whose entries are all durable elsewhere: it
+/// becomes the next prepared file when none is waiting and it has room for
+/// `entry_bytes` of entries (§3.1 recycling), and is deleted otherwise. The caller
+/// fsyncs `dir`. Returns whether the file was recycled.
+pub fn retire(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    entry_bytes: u64,
+) -> io::Result<bool> {
+    let prepared = dir.join(PREPARED);
+    let recycle = storage.stat(&prepared)?.is_none()
+        && storage
+            .stat(path)?
+            .is_some_and(|stat| stat.len >= HEADER_BYTES + entry_bytes);
+    if recycle {
+        storage.rename(path, &prepared)?;
+    } else {
+        storage.remove_file(path)?;
+    }
+    Ok(recycle)
+}
+
+/// An LSN above every LSN an entry in `prepared.tmp` could carry: a recycled file keeps
+/// its last use's header until it is started again. 0 when there is none (or no
+/// readable header: a zero-filled file holds no entries).
+pub fn prepared_lsn_bound(storage: &dyn Storage, dir: &Path) -> io::Result<u64> {
+    let file = match storage.open(&dir.join(PREPARED), OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let len = file.len()?;
+    Ok(match FileHeader::read(&*file) {
+        Ok(header) if len >= HEADER_BYTES => header.lsn_at(len),
+        _ => 0,
+    })
 }
 
 #[cfg(test)]
@@ -210,6 +372,7 @@ mod tests {
         let id = ChannelId::new("abc").unwrap();
         let mut out = Vec::new();
         Entry {
+            tag: 1234,
             id: id.as_str(),
             offset: 77,
             bytes: b"payload",
@@ -221,8 +384,8 @@ mod tests {
         };
         let entry = Entry::parse(body).unwrap();
         assert_eq!(
-            (entry.id, entry.offset, entry.bytes),
-            ("abc", 77, &b"payload"[..])
+            (entry.tag, entry.id, entry.offset, entry.bytes),
+            (1234, "abc", 77, &b"payload"[..])
         );
     }
 }

@@ -5,7 +5,7 @@ use crate::channel::file::{Cursor, Step};
 use crate::channel::id::ChannelId;
 use crate::channel::log::{LostRange, save_range};
 use crate::error::{IoContext, Result};
-use crate::journal::{self, Entry, JournalWriter};
+use crate::journal::{self, Entry, FileHeader, JournalWriter};
 use crate::layout::Layout;
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::collections::{HashMap, HashSet};
@@ -27,10 +27,12 @@ pub struct RecoveryReport {
 }
 
 /// Opens the directory; replay keeps at most `open_files_max` channel files open.
+/// `journal_bytes_max` sizes the journal files worth recycling.
 pub fn recover(
     storage: &dyn Storage,
     layout: &Layout,
     open_files_max: usize,
+    journal_bytes_max: u64,
 ) -> Result<(RecoveryReport, JournalWriter)> {
     let mut report = RecoveryReport::default();
     for dir in layout.directories() {
@@ -61,7 +63,10 @@ pub fn recover(
         touched: HashSet::new(),
         dirs: HashSet::new(),
     };
-    let mut next_lsn = 0;
+    // The new journal starts past every LSN any file here could hold, current or left
+    // from an earlier use, so no old entry can ever pass for a current one (§3.4).
+    let mut next_lsn = journal::prepared_lsn_bound(storage, &layout.journal)
+        .context(|| "reading journal/prepared.tmp".into())?;
     for (lsn, path) in &files {
         let file = storage
             .open(path, OpenMode::Read)
@@ -69,8 +74,9 @@ pub fn recover(
         let len = file
             .len()
             .context(|| format!("sizing {}", path.display()))?;
-        match journal::read_header(&*file) {
-            Ok(start) if start == *lsn => {}
+        next_lsn = next_lsn.max(lsn + len.saturating_sub(journal::HEADER_BYTES));
+        let header = match FileHeader::read(&*file) {
+            Ok(header) if header.lsn == *lsn => header,
             _ => {
                 // A journal file whose creation never became durable holds nothing acknowledged.
                 lose(
@@ -85,70 +91,55 @@ pub fn recover(
                 )?;
                 continue;
             }
-        }
+        };
         let mut cursor = Cursor::new(file.clone(), journal::HEADER_BYTES, len);
-        let end = loop {
-            match cursor
+        loop {
+            let (offset, reason) = match cursor
                 .next()
                 .context(|| format!("reading {}", path.display()))?
             {
                 Step::Record { body, offset } => match Entry::parse(cursor.body(body)) {
-                    Ok(entry) => {
+                    Ok(entry) if entry.tag == header.tag_at(offset) => {
                         replay
                             .apply(&entry)
                             .context(|| format!("replaying into channel {}", entry.id))?;
                         report.entries_replayed += 1;
+                        continue;
                     }
-                    Err(reason) => {
-                        lose(
-                            storage,
-                            layout,
-                            &mut report,
-                            path,
-                            &*file,
-                            offset,
-                            len,
-                            reason,
-                        )?;
-                        break offset;
-                    }
+                    Ok(_) => (offset, "journal entry left from the file's previous use"),
+                    Err(reason) => (offset, reason),
                 },
-                Step::End => break len,
-                Step::Damaged { offset, .. }
-                    if journal::is_zero_filled(&*file, offset, len)
-                        .context(|| format!("reading {}", path.display()))? =>
-                {
-                    // The unused room of a prepared (zero-filled) journal file.
-                    break offset;
-                }
-                Step::Damaged { offset, reason } => {
-                    lose(
-                        storage,
-                        layout,
-                        &mut report,
-                        path,
-                        &*file,
-                        offset,
-                        len,
-                        reason,
-                    )?;
-                    break offset;
-                }
+                Step::End => break,
+                Step::Damaged { offset, reason } => (offset, reason),
+            };
+            // The entries end here; what follows is unused room or a loss (§3.1).
+            let lost_end = journal::lost_after(&*file, &header, offset, len)
+                .context(|| format!("reading {}", path.display()))?;
+            if let Some(end) = lost_end {
+                lose(
+                    storage,
+                    layout,
+                    &mut report,
+                    path,
+                    &*file,
+                    offset,
+                    end,
+                    reason,
+                )?;
             }
-        };
-        next_lsn = next_lsn.max(lsn + (end - journal::HEADER_BYTES));
+            break;
+        }
     }
     report.channels_replayed = replay.touched.len();
     replay
         .make_durable()
         .context(|| "syncing replayed channel files".into())?;
 
-    // Everything the journal said is now durable in the channel files: drop it, then
+    // Everything the journal said is now durable in the channel files: retire it, then
     // start a new one (possibly under the same name as an old, empty one).
     for (_, path) in &files {
-        storage
-            .remove_file(path)
-            .context(|| format!("removing {}", path.display()))?;
+        journal::retire(storage, &layout.journal, path, journal_bytes_max)
+            .context(|| format!("retiring {}", path.display()))?;
     }
     storage
         .sync_dir(&layout.journal)

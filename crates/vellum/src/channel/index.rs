@@ -6,7 +6,28 @@
 //! so lookups never scan message bodies and hash collisions are never wrong.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+
+/// Key hashes are already random 64-bit values: the tables below use them as they are
+/// instead of hashing them a second time.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 key hashes are keys here")
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+type ByKeyHash<V> = HashMap<u64, V, BuildHasherDefault<AlreadyHashed>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -18,9 +39,9 @@ pub struct Entry {
 pub struct MessageIndex {
     entries: Vec<Entry>,
     /// Key hash → position of the first message with that hash.
-    first_by_key: HashMap<u64, u32>,
+    first_by_key: ByKeyHash<u32>,
     /// Later messages whose key hash was already taken (duplicates or collisions).
-    more_by_key: HashMap<u64, Vec<u32>>,
+    more_by_key: ByKeyHash<Vec<u32>>,
     hasher: RandomState,
 }
 
