@@ -3,6 +3,11 @@
 //! The checksum covers the body, so a record is either returned whole and intact or
 //! reported as damaged; a reader never guesses where the next record starts.
 
+use crate::storage::StorageFile;
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
 /// Bytes of framing before a record's body.
 pub const FRAME_BYTES: usize = 8;
 /// The largest body a record may declare. Bounds the memory a damaged length field can make us allocate.
@@ -102,6 +107,112 @@ impl<'a> Reader<'a> {
     }
     pub fn rest(self) -> &'a [u8] {
         self.buf
+    }
+}
+
+/// What the cursor found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// An intact record at `offset`; its body is `cursor.body(range)`.
+    Record { offset: u64, body: Range<usize> },
+    /// The end was reached cleanly.
+    End,
+    /// The bytes at `offset` are not an intact record (damage, or a torn tail).
+    Damaged { offset: u64, reason: &'static str },
+}
+
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Walks the records of a file between two offsets with large positional reads.
+pub struct Cursor {
+    file: Arc<dyn StorageFile>,
+    /// File offset of `buf[lo]`.
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    lo: usize,
+    hi: usize,
+}
+
+impl Cursor {
+    pub fn new(file: Arc<dyn StorageFile>, start: u64, end: u64) -> Self {
+        Cursor {
+            file,
+            pos: start,
+            end,
+            buf: Vec::new(),
+            lo: 0,
+            hi: 0,
+        }
+    }
+
+    /// The offset of the next record.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn body(&self, range: Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// The whole framed record (length and checksum included) whose body is `body`.
+    pub fn framed(&self, body: Range<usize>) -> &[u8] {
+        &self.buf[body.start - FRAME_BYTES..body.end]
+    }
+
+    pub fn next(&mut self) -> io::Result<Step> {
+        loop {
+            match decode(&self.buf[self.lo..self.hi]) {
+                Decoded::Record { framed_len, .. } => {
+                    let offset = self.pos;
+                    let body = self.lo + FRAME_BYTES..self.lo + framed_len;
+                    self.lo += framed_len;
+                    self.pos += framed_len as u64;
+                    return Ok(Step::Record { offset, body });
+                }
+                Decoded::Damaged(reason) => {
+                    return Ok(Step::Damaged {
+                        offset: self.pos,
+                        reason,
+                    });
+                }
+                Decoded::Incomplete { framed_len } => {
+                    let buffered_end = self.pos + (self.hi - self.lo) as u64;
+                    if buffered_end >= self.end {
+                        return Ok(if self.hi == self.lo {
+                            Step::End
+                        } else {
+                            Step::Damaged {
+                                offset: self.pos,
+                                reason: "record cut short (torn tail)",
+                            }
+                        });
+                    }
+                    self.refill(framed_len.unwrap_or(0), buffered_end)?;
+                }
+            }
+        }
+    }
+
+    fn refill(&mut self, need: usize, buffered_end: u64) -> io::Result<()> {
+        self.buf.copy_within(self.lo..self.hi, 0);
+        self.hi -= self.lo;
+        self.lo = 0;
+        let want = need.max(CHUNK_BYTES).max(self.hi + 1);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        let room = (self.buf.len() - self.hi) as u64;
+        let to_read = room.min(self.end - buffered_end) as usize;
+        let n = self
+            .file
+            .read_at(&mut self.buf[self.hi..self.hi + to_read], buffered_end)?;
+        if n == 0 {
+            // The file is shorter than `end`: treat what we have as the end.
+            self.end = buffered_end;
+        }
+        self.hi += n;
+        Ok(())
     }
 }
 
