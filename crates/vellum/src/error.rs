@@ -63,6 +63,18 @@ pub enum Error {
     Poisoned { cause: String },
     #[error("the store is closed")]
     Closed,
+    #[error("no message {id} in the message store")]
+    UnknownMessage { id: crate::store::MsgId },
+    #[error("message {id} has {refs} references; cannot remove {removing}")]
+    TooFewReferences {
+        id: crate::store::MsgId,
+        refs: u32,
+        removing: u32,
+    },
+    #[error("message {id} would have more than 2^32 - 1 references")]
+    TooManyReferences { id: crate::store::MsgId },
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -16,6 +16,7 @@ mod options;
 mod record;
 mod recovery;
 pub mod storage;
+mod store;
 
 pub use channel::history::{History, Message, MessageRef, Position, ReadFrom, ReadRequest};
 pub use channel::id::{ChannelId, InvalidId};
@@ -34,3 +35,7 @@ pub use error::{Error, Result};
 pub use eviction::EvictionReport;
 pub use options::{Durability, EvictionOptions, MESSAGE_BYTES_CEILING, Options, SyncPolicy};
 pub use recovery::RecoveryReport;
+pub use store::{
+    MessageStore, MessageStoreStats, MsgId, RefSource, SEGMENT_BYTES_CEILING, StoreOptions,
+    StoreRecovery,
+};

@@ -1,0 +1,390 @@
+//! Opening a message store (docs/format.md §7.5–7.6): load the snapshot when it can be
+//! trusted, else scan the segments and take the reference counts from the clients.
+
+use super::MsgId;
+use super::index::{Entry, Index};
+use super::segment::{self, HEADER_BYTES};
+use super::snapshot;
+use super::state::{Segment, State};
+use crate::channel::log::{LostRange, save_range};
+use crate::error::{IoContext, Result};
+use crate::record::{self, Cursor, Step};
+use crate::storage::{OpenMode, Storage, StorageFile};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The store's clients: what they reference, asked after an unclean shutdown (the
+/// seed's "generator of ref-count deltas").
+pub trait RefSource {
+    /// Calls `add(id, count)` for the references the clients hold. An id may come
+    /// several times; its counts add up.
+    fn references(&self, add: &mut dyn FnMut(MsgId, u32)) -> Result<()>;
+}
+
+impl RefSource for &[(MsgId, u32)] {
+    fn references(&self, add: &mut dyn FnMut(MsgId, u32)) -> Result<()> {
+        for (id, count) in self.iter() {
+            add(*id, *count);
+        }
+        Ok(())
+    }
+}
+
+impl RefSource for Vec<(MsgId, u32)> {
+    fn references(&self, add: &mut dyn FnMut(MsgId, u32)) -> Result<()> {
+        self.as_slice().references(add)
+    }
+}
+
+impl<F: Fn(&mut dyn FnMut(MsgId, u32)) -> Result<()>> RefSource for F {
+    fn references(&self, add: &mut dyn FnMut(MsgId, u32)) -> Result<()> {
+        self(add)
+    }
+}
+
+/// The most missing ids listed by name in a report (all are counted).
+const MISSING_LISTED_MAX: usize = 1000;
+
+/// What opening the store found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreRecovery {
+    /// The snapshot was loaded; nothing was scanned.
+    pub clean: bool,
+    /// Why the snapshot was not used, on the dirty path.
+    pub dirty_reason: Option<String>,
+    pub segments_scanned: usize,
+    pub records_scanned: u64,
+    /// Torn tails cut off segments (writes that never completed).
+    pub torn_tails: Vec<LostRange>,
+    /// Damaged ranges inside segments, saved to `lost+found/`.
+    pub lost: Vec<LostRange>,
+    /// Referenced ids no segment holds (the first ones; see `missing_count`).
+    pub missing: Vec<MsgId>,
+    pub missing_count: u64,
+    /// Scanned records no client references: garbage from now on.
+    pub unreferenced: u64,
+    /// Unfinished compaction outputs and snapshot files deleted.
+    pub leftovers_removed: usize,
+}
+
+pub fn open(
+    storage: &dyn Storage,
+    dir: &Path,
+    refs: &dyn RefSource,
+) -> Result<(State, StoreRecovery)> {
+    let mut report = StoreRecovery::default();
+    let lost_found = dir.join("lost+found");
+    crate::storage::create_dir_durably(storage, &lost_found)
+        .context(|| format!("creating {}", lost_found.display()))?;
+    let listing = segment::list(storage, dir).context(|| format!("listing {}", dir.display()))?;
+    for path in &listing.compacting {
+        remove(storage, path)?;
+        report.leftovers_removed += 1;
+    }
+    let tmp = dir.join(snapshot::TMP_NAME);
+    if storage
+        .stat(&tmp)
+        .context(|| "statting the snapshot".into())?
+        .is_some()
+    {
+        remove(storage, &tmp)?;
+        report.leftovers_removed += 1;
+    }
+    let state = match snapshot::load(storage, dir, &listing)? {
+        Ok(loaded) => {
+            report.clean = true;
+            let mut segments = BTreeMap::new();
+            for (number, path) in &listing.segments {
+                let summary = &loaded.segments[number];
+                segments.insert(
+                    *number,
+                    segment_summary(storage, path, summary.file_bytes, summary.valid_bytes)?,
+                );
+            }
+            State::new(loaded.index, segments, loaded.next_number)
+        }
+        Err(reason) => {
+            report.dirty_reason = Some(reason.to_string());
+            dirty(storage, &lost_found, &listing, refs, &mut report)?
+        }
+    };
+    // From here on a crash must never meet this snapshot again.
+    let snapshot_path = dir.join(snapshot::NAME);
+    if storage
+        .stat(&snapshot_path)
+        .context(|| "statting the snapshot".into())?
+        .is_some()
+    {
+        remove(storage, &snapshot_path)?;
+    }
+    storage
+        .sync_dir(dir)
+        .context(|| format!("syncing {}", dir.display()))?;
+    Ok((state, report))
+}
+
+fn remove(storage: &dyn Storage, path: &Path) -> Result<()> {
+    storage
+        .remove_file(path)
+        .context(|| format!("removing {}", path.display()))
+}
+
+fn segment_summary(
+    storage: &dyn Storage,
+    path: &Path,
+    file_bytes: u64,
+    valid_bytes: u64,
+) -> Result<Segment> {
+    let file = storage
+        .open(path, OpenMode::Read)
+        .context(|| format!("opening {}", path.display()))?;
+    Ok(Segment {
+        file,
+        path: path.to_path_buf(),
+        file_bytes,
+        valid_bytes,
+        flushed_bytes: file_bytes,
+        lsn_base: None,
+    })
+}
+
+/// What scanning one segment found.
+#[derive(Default)]
+struct Scan {
+    /// (id, offset, framed size), in file order.
+    records: Vec<(MsgId, u32, u32)>,
+    /// The file's length after any torn tail was cut; `None` when the file was set aside.
+    file_bytes: Option<u64>,
+    torn: Option<LostRange>,
+    lost: Vec<LostRange>,
+}
+
+/// The dirty path (§7.6).
+fn dirty(
+    storage: &dyn Storage,
+    lost_found: &Path,
+    listing: &segment::Listing,
+    refs: &dyn RefSource,
+    report: &mut StoreRecovery,
+) -> Result<State> {
+    let scans = scan_all(storage, lost_found, &listing.segments)?;
+    let mut wanted: HashMap<MsgId, u32> = HashMap::new();
+    refs.references(&mut |id, count| {
+        let refs = wanted.entry(id).or_default();
+        *refs = refs.saturating_add(count);
+    })?;
+    wanted.retain(|_, count| *count > 0);
+    let mut index = Index::default();
+    let mut valid: BTreeMap<u32, u64> = BTreeMap::new();
+    for ((number, _), scan) in listing.segments.iter().zip(&scans) {
+        report.segments_scanned += 1;
+        report.records_scanned += scan.records.len() as u64;
+        for &(id, offset, size) in &scan.records {
+            // The first intact copy wins; later ones (left by a compaction) are garbage.
+            match wanted.get(&id) {
+                Some(&refs) if index.get(&id).is_none() => {
+                    index.insert(Entry {
+                        id,
+                        segment: *number,
+                        offset,
+                        size,
+                        refs,
+                    });
+                    *valid.entry(*number).or_default() += u64::from(size);
+                }
+                _ => report.unreferenced += 1,
+            }
+        }
+    }
+    for id in wanted.keys() {
+        if index.get(id).is_none() {
+            report.missing_count += 1;
+            if report.missing.len() < MISSING_LISTED_MAX {
+                report.missing.push(*id);
+            }
+        }
+    }
+    report.missing.sort();
+    let mut segments = BTreeMap::new();
+    let mut next_number = 1;
+    for ((number, path), scan) in listing.segments.iter().zip(scans) {
+        next_number = next_number.max(number + 1);
+        report.torn_tails.extend(scan.torn);
+        report.lost.extend(scan.lost);
+        let Some(file_bytes) = scan.file_bytes else {
+            continue;
+        };
+        let valid_bytes = valid.get(number).copied().unwrap_or(0);
+        segments.insert(
+            *number,
+            segment_summary(storage, path, file_bytes, valid_bytes)?,
+        );
+    }
+    Ok(State::new(index, segments, next_number))
+}
+
+/// Scans every segment, on two threads: one segment is read at a time per thread.
+fn scan_all(
+    storage: &dyn Storage,
+    lost_found: &Path,
+    segments: &[(u32, PathBuf)],
+) -> Result<Vec<Scan>> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<Scan>>>> = segments
+        .iter()
+        .map(|_| std::sync::Mutex::new(None))
+        .collect();
+    let workers = 2.min(segments.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((number, path)) = segments.get(i) else {
+                        return;
+                    };
+                    let result = scan(storage, lost_found, *number, path);
+                    let failed = result.is_err();
+                    *results[i].lock().unwrap() = Some(result);
+                    if failed {
+                        // Stop handing out work; the error fails the open.
+                        next.store(segments.len(), Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let mut scans = Vec::with_capacity(segments.len());
+    for (result, (_, path)) in results.into_iter().zip(segments) {
+        match result.into_inner().unwrap() {
+            Some(result) => scans.push(result?),
+            None => {
+                return Err(crate::Error::Io {
+                    context: format!("scanning {}", path.display()),
+                    source: std::io::Error::other("scan abandoned after another segment failed"),
+                });
+            }
+        }
+    }
+    Ok(scans)
+}
+
+/// Scans one segment: keeps its intact records, cuts a torn tail, sets damage aside.
+/// An I/O error fails the scan; it never truncates anything.
+fn scan(storage: &dyn Storage, lost_found: &Path, number: u32, path: &Path) -> Result<Scan> {
+    let file = storage
+        .open(path, OpenMode::ReadWrite)
+        .context(|| format!("opening {}", path.display()))?;
+    let len = file
+        .len()
+        .context(|| format!("sizing {}", path.display()))?;
+    let mut out = Scan::default();
+    let lose = |start: u64, end: u64, reason: &str| -> Result<LostRange> {
+        let saved = save_range(storage, lost_found, path, &*file, start, end)
+            .context(|| format!("saving damaged bytes of {}", path.display()))?;
+        tracing::warn!(path = %path.display(), start, end, reason, "damaged segment bytes set aside");
+        Ok(LostRange {
+            path: path.to_path_buf(),
+            start,
+            end,
+            reason: reason.to_string(),
+            saved_as: Some(saved),
+        })
+    };
+    if let Err(reason) = segment::check_header(&*file, number) {
+        // A segment whose creation never became durable holds nothing that was confirmed.
+        if len > 0 {
+            out.lost.push(lose(0, len, reason)?);
+        }
+        remove(storage, path)?;
+        return Ok(out);
+    }
+    let mut start = HEADER_BYTES;
+    'walk: loop {
+        let mut cursor = Cursor::new(file.clone(), start, len);
+        loop {
+            let step = cursor
+                .next()
+                .context(|| format!("reading {}", path.display()))?;
+            match step {
+                Step::Record { offset, body } => {
+                    match segment::parse_body(cursor.body(body.clone())) {
+                        Some((id, _)) => {
+                            out.records.push((
+                                id,
+                                offset as u32,
+                                (body.len() + record::FRAME_BYTES) as u32,
+                            ));
+                        }
+                        None => {
+                            let end = offset + (body.len() + record::FRAME_BYTES) as u64;
+                            out.lost
+                                .push(lose(offset, end, "record too short for a message")?);
+                            start = end;
+                            continue 'walk;
+                        }
+                    }
+                }
+                Step::End => break 'walk,
+                Step::Damaged { offset, reason } => {
+                    match damage_extent(&file, offset, len)
+                        .context(|| format!("reading {}", path.display()))?
+                    {
+                        Extent::Record(end) => {
+                            out.lost.push(lose(offset, end, reason)?);
+                            start = end;
+                            continue 'walk;
+                        }
+                        Extent::TornTail => {
+                            out.torn = Some(lose(offset, len, reason)?);
+                            file.set_len(offset)
+                                .and_then(|()| file.sync_data())
+                                .context(|| format!("truncating {}", path.display()))?;
+                            out.file_bytes = Some(offset);
+                            return Ok(out);
+                        }
+                        Extent::Rest => {
+                            out.lost.push(lose(offset, len, reason)?);
+                            break 'walk;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.file_bytes = Some(len);
+    Ok(out)
+}
+
+/// How far the damage at `offset` reaches.
+enum Extent {
+    /// One record whose length held: the next record starts at this offset, intact.
+    Record(u64),
+    /// The last record, cut short or never completed: a torn tail.
+    TornTail,
+    /// The length cannot be trusted and no record follows it: the rest of the file.
+    Rest,
+}
+
+fn damage_extent(file: &Arc<dyn StorageFile>, offset: u64, len: u64) -> std::io::Result<Extent> {
+    let mut frame = [0u8; record::FRAME_BYTES];
+    if offset + frame.len() as u64 > len {
+        return Ok(Extent::TornTail);
+    }
+    file.read_exact_at(&mut frame, offset)?;
+    let body_len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as u64;
+    let end = offset + record::FRAME_BYTES as u64 + body_len;
+    if body_len == 0 || body_len > record::BODY_BYTES_MAX as u64 {
+        return Ok(Extent::Rest);
+    }
+    if end >= len {
+        return Ok(Extent::TornTail);
+    }
+    // The length held if an intact record starts right after.
+    match Cursor::new(file.clone(), end, len).next()? {
+        Step::Record { .. } => Ok(Extent::Record(end)),
+        _ => Ok(Extent::Rest),
+    }
+}
