@@ -85,24 +85,27 @@ fn messages(store: &Vellum, channel: &str) -> Vec<Msg> {
 
 /// Fills and rotates the journal with alpha's messages, clears alpha, then writes beta's
 /// until the journal file in use is a recycled one that still holds alpha's old entries
-/// after beta's few current ones. Returns the store and beta's acknowledged messages.
+/// after beta's three current ones. Returns the store and beta's acknowledged messages.
 fn a_recycled_journal_holding_old_entries(sim: &SimStorage) -> (Vellum, Vec<Msg>) {
     provision(sim);
     let store = open_with(sim, options());
     append_many(&store, ALPHA, 0..60);
     store.clear(ALPHA).unwrap();
     let mut beta = Vec::new();
-    for round in 0..4 {
-        beta.extend(append_many(&store, BETA, round * 3..round * 3 + 3));
+    // Whether the next file is recycled or zero-filled depends on the checkpoint
+    // thread's timing; a few rounds always reach a recycled one.
+    for round in 0..20 {
         store.checkpoint().unwrap();
+        beta.extend(append_many(&store, BETA, round * 3..round * 3 + 3));
+        let wal = wal_files(sim).pop().expect("a journal file");
+        if intact_entries(&sim.read_file(&wal).unwrap(), JOURNAL_HEADER_BYTES).len() > 3 {
+            return (store, beta);
+        }
     }
-    beta.extend(append_many(&store, BETA, 100..103));
-    assert!(
-        store.stats().commit.journal_files_recycled >= 2,
-        "the setup recycled no journal file: {:?}",
+    panic!(
+        "no round started a recycled journal file: {:?}",
         store.stats().commit
     );
-    (store, beta)
 }
 
 #[test]
@@ -234,7 +237,7 @@ fn a_crash_at_any_step_of_journal_rotation_and_recycling_loses_and_resurrects_no
         acked.cleared && acked.beta.len() == 24,
         "the uncrashed run failed"
     );
-    assert!(store.stats().commit.journal_files_recycled >= 2);
+    assert!(store.stats().commit.journal_files_recycled >= 1);
     let steps = counting.mutating_ops() - start;
     store.close();
 
