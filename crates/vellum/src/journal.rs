@@ -106,6 +106,8 @@ impl FileHeader {
         header.extend_from_slice(&0u32.to_le_bytes());
         header.extend_from_slice(&self.lsn.to_le_bytes());
         header.extend_from_slice(&self.salt.to_le_bytes());
+        let crc = header_crc(&header);
+        header[12..16].copy_from_slice(&crc.to_le_bytes());
         header
     }
 
@@ -121,7 +123,9 @@ impl FileHeader {
         if r.u32() != Some(VERSION) {
             return Err("unsupported journal version");
         }
-        let _reserved = r.u32();
+        if r.u32() != Some(header_crc(&buf)) {
+            return Err("journal header checksum mismatch");
+        }
         Ok(FileHeader {
             lsn: r.u64().unwrap(),
             salt: r.u64().unwrap(),
@@ -137,6 +141,11 @@ impl FileHeader {
     pub fn tag_at(&self, offset: u64) -> u64 {
         self.lsn_at(offset) ^ self.salt
     }
+}
+
+/// CRC32C of a header's bytes, its own field (bytes 12..16) left out.
+fn header_crc(header: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header[..12]), &header[16..])
 }
 
 /// Appends to the current journal file.

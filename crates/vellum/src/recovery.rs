@@ -77,7 +77,14 @@ pub fn recover(
         next_lsn = next_lsn.max(lsn + len.saturating_sub(journal::HEADER_BYTES));
         let header = match FileHeader::read(&*file) {
             Ok(header) if header.lsn == *lsn => header,
-            _ => {
+            Ok(header) => {
+                // A retired file renamed for recycling, then started anew, with neither
+                // rename durable yet: it was never in use under its new name, so it
+                // holds no acknowledged entry (docs/format.md §3.4).
+                tracing::info!(path = %path.display(), header_lsn = header.lsn, "journal file caught between names; nothing to replay");
+                continue;
+            }
+            Err(_) => {
                 // A journal file whose creation never became durable holds nothing acknowledged.
                 lose(
                     storage,
