@@ -2,7 +2,11 @@
 //! bench` command prints them (JSON with `--json`). Speed goals live here, never in tests.
 
 pub mod stats;
+mod store_writes;
 pub mod w1;
+pub mod w2;
+pub mod w3;
+mod window;
 
 use std::path::PathBuf;
 

@@ -4,7 +4,8 @@
 
 use crate::BenchOptions;
 use crate::stats::{per_second, percentile_us};
-use parking_lot::{Condvar, Mutex};
+use crate::window::Window;
+use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -32,47 +33,6 @@ pub struct W1Report {
     pub seq_ack_p50_us: u64,
     pub journal_syncs: u64,
     pub journal_writes: u64,
-}
-
-/// One submitter's share of the in-flight appends: a counting semaphore whose waiting
-/// submitter is woken once `WAKE_BATCH` slots are free, so completions (which run on
-/// Vellum's commit thread) do not pay a thread wake-up each.
-struct Window {
-    free: Mutex<usize>,
-    freed: Condvar,
-    size: usize,
-}
-
-const WAKE_BATCH: usize = 8;
-
-impl Window {
-    fn new(size: usize) -> Self {
-        Window {
-            free: Mutex::new(size),
-            freed: Condvar::new(),
-            size,
-        }
-    }
-    fn acquire(&self) {
-        let mut free = self.free.lock();
-        while *free == 0 {
-            self.freed.wait(&mut free);
-        }
-        *free -= 1;
-    }
-    fn release(&self) {
-        let mut free = self.free.lock();
-        *free += 1;
-        if *free == WAKE_BATCH.min(self.size) || *free == self.size {
-            self.freed.notify_one();
-        }
-    }
-    fn wait_all(&self) {
-        let mut free = self.free.lock();
-        while *free < self.size {
-            self.freed.wait(&mut free);
-        }
-    }
 }
 
 pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {

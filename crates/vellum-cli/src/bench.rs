@@ -8,6 +8,10 @@ use vellum_bench::BenchOptions;
 pub enum Workload {
     /// Collab appends: 1,000 channels, 1,000,000 appends, Fsync.
     W1,
+    /// Store writes: 1,000,000 writes of 1 KiB, 256 in flight, Fsync; reads.
+    W2,
+    /// Churn: 1 GiB of 4 KiB messages, a random 2/3 removed, compaction settles.
+    W3,
 }
 
 #[derive(Args)]
@@ -35,6 +39,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let report = match args.workload {
         Workload::W1 => serde_json::to_value(vellum_bench::w1::run(&options)?)?,
+        Workload::W2 => serde_json::to_value(vellum_bench::w2::run(&options)?)?,
+        Workload::W3 => serde_json::to_value(vellum_bench::w3::run(&options)?)?,
     };
     if args.json {
         println!("{report}");

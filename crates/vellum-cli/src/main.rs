@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a benchmark workload (w1) and print its figures.
+    /// Run a benchmark workload (w1, w2, w3) and print its figures.
     Bench(bench::BenchArgs),
 }
 

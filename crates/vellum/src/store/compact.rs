@@ -30,18 +30,13 @@ fn eligible(state: &State) -> impl Iterator<Item = (u32, &Segment)> {
     })
 }
 
-/// Whether a step would do something: an empty segment to delete, or garbage over
-/// the threshold.
+/// Whether a step would do something: an empty segment to delete, or one whose
+/// garbage fraction reached the threshold.
 pub fn wanted(state: &State, options: &super::StoreOptions) -> bool {
-    let (mut garbage, mut total) = (0u64, 0u64);
-    for (_, s) in eligible(state) {
-        if s.valid_bytes == 0 {
-            return true;
-        }
-        garbage += s.garbage_bytes();
-        total += s.file_bytes;
-    }
-    total > 0 && garbage as f64 > options.compact_garbage_fraction * total as f64
+    eligible(state).any(|(_, s)| {
+        s.valid_bytes == 0
+            || s.garbage_bytes() as f64 >= options.compact_garbage_fraction * s.file_bytes as f64
+    })
 }
 
 /// The background compactor: steps while there is work, then sleeps.

@@ -58,8 +58,9 @@ pub struct StoreOptions {
     pub batch_messages_max: usize,
     /// Bytes waiting for the flusher, at most; writers wait beyond it.
     pub write_buffer_bytes_max: usize,
-    /// Compaction starts once this fraction of the non-current segments' bytes is
-    /// garbage, and takes only segments with at least this fraction of garbage.
+    /// A segment (other than the current one) is compacted once this fraction of its
+    /// bytes is garbage. Bounds both space (≤ 1/(1 − g) of live bytes, plus the current
+    /// segment) and write amplification (≤ 1/g).
     pub compact_garbage_fraction: f64,
     /// `false` leaves compaction to explicit [`MessageStore::compact`] calls.
     pub compact_in_background: bool,
@@ -244,6 +245,13 @@ impl MessageStore {
 
     pub fn stats(&self) -> MessageStoreStats {
         self.shared.state.lock().stats()
+    }
+
+    /// Whether compaction has work: an empty segment to delete, garbage over the
+    /// threshold, or a compaction under way.
+    pub fn compaction_pending(&self) -> bool {
+        let state = self.shared.state.lock();
+        !state.compacting.is_empty() || compact::wanted(&state, &self.shared.options)
     }
 
     /// Runs compaction now, in this thread, until no segment qualifies (§7.4). For
