@@ -269,6 +269,11 @@ impl Committer {
         *self.shared.stats.lock()
     }
 
+    /// Whether a failed write or sync has poisoned the journal.
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned().is_some()
+    }
+
     /// Commits everything queued, checkpoints, and stops the threads.
     pub fn close(&self) {
         {

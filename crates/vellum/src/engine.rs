@@ -14,6 +14,7 @@ use crate::layout::Layout;
 use crate::options::{Durability, MESSAGE_BYTES_CEILING, Options};
 use crate::recovery::{self, RecoveryReport};
 use crate::storage::{RealStorage, SharedStorage};
+use crate::store::{MessageStore, MsgId, StoreOptions};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::path::Path;
 use std::sync::Arc;
@@ -100,6 +101,33 @@ pub struct StoreStats {
     pub lost_ranges: usize,
 }
 
+/// How the message store's counts compare with the channel files' references.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferenceCheck {
+    /// Stored message records in channel files.
+    pub references: u64,
+    /// Referenced ids the store does not hold: bodies lost.
+    pub dangling: Vec<MsgId>,
+    /// Ids with fewer store references than records: a release would drop them too early.
+    pub undercounted: Vec<MsgId>,
+    /// Ids with more store references than records: space kept until the next recount.
+    pub overcounted: Vec<MsgId>,
+    /// Store messages no record references at all: space kept until the next recount.
+    pub unreferenced: u64,
+}
+
+impl ReferenceCheck {
+    /// No body lost and none about to be dropped too early.
+    pub fn is_safe(&self) -> bool {
+        self.dangling.is_empty() && self.undercounted.is_empty()
+    }
+
+    /// Exactly as many references as records, for every id.
+    pub fn is_exact(&self) -> bool {
+        self.is_safe() && self.overcounted.is_empty() && self.unreferenced == 0
+    }
+}
+
 pub(crate) struct Inner {
     pub storage: SharedStorage,
     pub layout: Layout,
@@ -107,6 +135,8 @@ pub(crate) struct Inner {
     pub files: Arc<Files>,
     pub cache: Arc<ChannelCache>,
     pub committer: Committer,
+    /// The message store holding bodies of `embed_bytes_max` bytes and more.
+    pub store: Arc<MessageStore>,
     pub lost: LostLog,
     recovery: RecoveryReport,
     last_epoch: Mutex<u64>,
@@ -168,6 +198,20 @@ impl Vellum {
             options.open_files_max,
             options.journal_bytes_max,
         )?;
+        // After the replay: the channel files are whole, so they can vouch for what the
+        // store must keep if it was not closed cleanly.
+        let refs = |add: &mut dyn FnMut(MsgId, u32)| {
+            crate::channel::refs::for_each_reference(&*storage, &layout, add)
+        };
+        let store = Arc::new(MessageStore::open_with_storage(
+            storage.clone(),
+            &layout.store,
+            StoreOptions {
+                sync: options.sync,
+                ..options.store.clone()
+            },
+            &refs,
+        )?);
         let files = Files::new(storage.clone(), layout.clone());
         // Two files of the budget stay free for the checkpoint's and the eviction pass's
         // short-lived opens of channels that are not cached.
@@ -192,6 +236,7 @@ impl Vellum {
             options,
             files,
             committer,
+            store,
             lost: LostLog::new(lost),
             recovery,
             last_epoch: Mutex::new(0),
@@ -210,6 +255,38 @@ impl Vellum {
             inner,
             evictor: Mutex::new(evictor),
         })
+    }
+
+    /// Compares the message store's reference counts with the stored message records
+    /// of every channel file (live, archived, pre-trim copies). Meant for a quiet store
+    /// (verification, tests): writes made during the scan may show as differences.
+    pub fn check_references(&self) -> Result<ReferenceCheck> {
+        let mut held: std::collections::HashMap<MsgId, u32> = Default::default();
+        crate::channel::refs::for_each_reference(
+            &*self.inner.storage,
+            &self.inner.layout,
+            &mut |id, n| {
+                *held.entry(id).or_default() += n;
+            },
+        )?;
+        let mut check = ReferenceCheck {
+            references: held.values().map(|&n| u64::from(n)).sum(),
+            ..ReferenceCheck::default()
+        };
+        for (id, n) in &held {
+            match self.inner.store.refcount(id) {
+                None => check.dangling.push(*id),
+                Some(count) if count < *n => check.undercounted.push(*id),
+                Some(count) if count > *n => check.overcounted.push(*id),
+                Some(_) => {}
+            }
+        }
+        let stored = self.inner.store.stats().messages;
+        check.unreferenced = stored.saturating_sub((held.len() - check.dangling.len()) as u64);
+        check.dangling.sort();
+        check.undercounted.sort();
+        check.overcounted.sort();
+        Ok(check)
     }
 
     /// What opening found: journal entries replayed, damaged ranges.
@@ -300,7 +377,13 @@ impl Vellum {
         let mut state = self.inner.loaded(&channel)?;
         state.last_access_ms = now_ms();
         let live = live_or_error(&id, &state)?;
-        history::plan(&id, id.file_in(&self.inner.layout.channels), live, request)
+        history::plan(
+            &id,
+            id.file_in(&self.inner.layout.channels),
+            live,
+            request,
+            self.inner.store.clone(),
+        )
     }
 
     /// The channel's current (folded) metadata.
@@ -335,7 +418,11 @@ impl Vellum {
         self.inner.exclusive(
             &id,
             |id, state| Ok(live_or_error(id, state)?.next_seq),
-            |inner, id, state, first_seq| rewrite::rewrite(inner, id, state, |_| false, first_seq),
+            |inner, id, state, first_seq| {
+                let dropped = rewrite::rewrite(inner, id, state, |_| false, first_seq)?;
+                inner.release(dropped);
+                Ok(())
+            },
         )
     }
 
@@ -351,8 +438,18 @@ impl Vellum {
                 Ok((keep_from, live.index.get(keep_from).expect("selected").seq))
             },
             |inner, id, state, (keep_from, first_seq)| {
-                rewrite::backup(inner, id, live_or_error(id, state)?)?;
-                rewrite::rewrite(inner, id, state, |pos| pos >= keep_from, first_seq)
+                let copy = rewrite::backup(inner, id, live_or_error(id, state)?)?;
+                match rewrite::rewrite(inner, id, state, |pos| pos >= keep_from, first_seq) {
+                    Ok(dropped) => {
+                        inner.release(dropped);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // The copy still names the live file: undo it (see recovery).
+                        rewrite::discard_backup(inner, copy);
+                        Err(e)
+                    }
+                }
             },
         )
     }
@@ -372,7 +469,9 @@ impl Vellum {
                 Ok((select(id, live, which)?, live.header.first_seq))
             },
             |inner, id, state, (victim, first_seq)| {
-                rewrite::rewrite(inner, id, state, |pos| pos != victim, first_seq)
+                let dropped = rewrite::rewrite(inner, id, state, |pos| pos != victim, first_seq)?;
+                inner.release(dropped);
+                Ok(())
             },
         )
     }
@@ -483,6 +582,16 @@ impl Vellum {
             let _ = evictor.join();
         }
         self.inner.committer.close();
+        // Should a channel write have failed midway, its store reference may or may not
+        // be backed by a record: let the next open count them again.
+        let closed = if self.inner.committer.is_poisoned() {
+            self.inner.store.close_for_recount()
+        } else {
+            self.inner.store.close()
+        };
+        if let Err(e) = closed {
+            tracing::warn!(error = %e, "closing the message store");
+        }
     }
 }
 
@@ -655,6 +764,61 @@ impl Inner {
     /// Queues one write to `id` in order with its other writes. Returns `false` (and
     /// queues nothing) for an amendment that changes nothing.
     fn write(&self, id: &ChannelId, write: Write<'_>, done: WriteDone) -> Result<bool> {
+        // Large bodies go to the message store first, durably; the channel records
+        // their ids. Should the channel write not be queued, the references go again.
+        let stored = self.store_large_bodies(&write)?;
+        let result = self.write_records(id, write, &stored, done);
+        if !matches!(result, Ok(true)) {
+            self.release(stored.iter().flatten().copied().collect());
+        }
+        result
+    }
+
+    /// Writes each message of an append of at least `embed_bytes_max` bytes to the
+    /// message store under a fresh random id; `None` for those kept inline.
+    fn store_large_bodies(&self, write: &Write<'_>) -> Result<Vec<Option<MsgId>>> {
+        let Write::Append(batch) = write else {
+            return Ok(Vec::new());
+        };
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut items = Vec::new();
+        for m in batch.iter() {
+            if m.data.len() >= self.options.embed_bytes_max {
+                let id = MsgId::random()?;
+                items.push((id, m.data));
+                ids.push(Some(id));
+            } else {
+                ids.push(None);
+            }
+        }
+        if !items.is_empty() {
+            self.store.write(&items)?;
+        }
+        Ok(ids)
+    }
+
+    /// Drops one store reference per id: the channel records that held them are gone
+    /// for good (or were never queued). A failure only leaks space until the store's
+    /// next unclean open recounts from the channel files, so it is logged, not raised.
+    pub(crate) fn release(&self, ids: Vec<MsgId>) {
+        for batch in ids.chunks(self.store_batch_max()) {
+            if let Err(e) = self.store.remove(batch) {
+                tracing::warn!(error = %e, "releasing message store references");
+            }
+        }
+    }
+
+    fn store_batch_max(&self) -> usize {
+        self.options.store.batch_messages_max.max(1)
+    }
+
+    fn write_records(
+        &self,
+        id: &ChannelId,
+        write: Write<'_>,
+        stored: &[Option<MsgId>],
+        done: WriteDone,
+    ) -> Result<bool> {
         // Keys are hashed before any lock is taken.
         let keys: Vec<Vec<u8>> = match &write {
             Write::Append(batch) => batch
@@ -667,7 +831,11 @@ impl Inner {
             Write::Append(batch) => batch
                 .iter()
                 .zip(&keys)
-                .map(|(m, key)| crate::channel::file::message_record_bytes(key.len(), m.data.len()))
+                .zip(stored)
+                .map(|((m, key), stored)| match stored {
+                    Some(_) => crate::channel::file::stored_record_bytes(key.len()),
+                    None => crate::channel::file::message_record_bytes(key.len(), m.data.len()),
+                })
                 .sum(),
             _ => 0,
         };
@@ -754,14 +922,23 @@ impl Inner {
         match write {
             Write::Create(_) => {}
             Write::Append(batch) => {
-                for (m, key) in batch.iter().zip(keys) {
+                for ((m, key), stored) in batch.iter().zip(keys).zip(stored) {
                     let seq = live.next_seq + receipts.len() as u64;
                     let at = offset + bytes.len() as u64;
-                    Body::Message {
-                        seq,
-                        time_ms,
-                        key: &key,
-                        data: m.data,
+                    match stored {
+                        Some(id) => Body::Stored {
+                            seq,
+                            time_ms,
+                            key: &key,
+                            id: *id,
+                            len: m.data.len() as u32,
+                        },
+                        None => Body::Message {
+                            seq,
+                            time_ms,
+                            key: &key,
+                            data: m.data,
+                        },
                     }
                     .encode_into(&mut bytes);
                     messages.push((seq, at, live.index.key_hash(&key)));

@@ -108,11 +108,7 @@ pub(crate) fn run_once(inner: &Inner, now_ms: u64) -> Result<EvictionReport> {
     })?;
     for_each_file(inner, &inner.layout.trimmed, |path, _| {
         if old(path)? {
-            inner
-                .storage
-                .remove_file(path)
-                .and_then(|()| inner.storage.sync_dir(path.parent().expect("shard")))
-                .context(|| format!("removing {}", path.display()))?;
+            rewrite::delete_file(inner, path)?;
             report.trim_copies_deleted += 1;
         }
         Ok(())

@@ -13,6 +13,8 @@ pub struct Layout {
     /// Rewrites build their new files here, then rename them into place.
     pub tmp: PathBuf,
     pub lock: PathBuf,
+    /// The message store (docs/format.md §7), with its own lock and lost+found.
+    pub store: PathBuf,
 }
 
 impl Layout {
@@ -26,6 +28,7 @@ impl Layout {
             lost_found: root.join("lost+found"),
             tmp: root.join("tmp"),
             lock: root.join("LOCK"),
+            store: root.join("store"),
         }
     }
 

@@ -30,7 +30,9 @@ pub mod cryptpad {
     };
 }
 pub use commit::CommitStats;
-pub use engine::{Appended, ChannelInfo, NewMessage, Scope, Selector, StoreStats, Vellum};
+pub use engine::{
+    Appended, ChannelInfo, NewMessage, ReferenceCheck, Scope, Selector, StoreStats, Vellum,
+};
 pub use error::{Error, Result};
 pub use eviction::EvictionReport;
 pub use options::{Durability, EvictionOptions, MESSAGE_BYTES_CEILING, Options, SyncPolicy};

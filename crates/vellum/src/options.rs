@@ -53,7 +53,7 @@ impl Default for EvictionOptions {
 }
 
 /// Store configuration. `Options::default()` is what `vellum serve` uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     pub sync: SyncPolicy,
     /// The most channel files kept open at once (the open-channel cache).
@@ -70,6 +70,11 @@ pub struct Options {
     pub queue_bytes_max: usize,
     /// `None` turns the background eviction pass off.
     pub eviction: Option<EvictionOptions>,
+    /// A message of at least this many bytes goes to the message store, its channel
+    /// record keeping only its id (docs/format.md §7.7). `usize::MAX` keeps every body inline.
+    pub embed_bytes_max: usize,
+    /// The message store under `store/`. Its sync policy is `sync`, whatever this says.
+    pub store: crate::store::StoreOptions,
 }
 
 /// The hard ceiling on `message_bytes_max`: one message, with a new channel's header and
@@ -87,6 +92,8 @@ impl Default for Options {
             commit_bytes_max: 4 * 1024 * 1024,
             queue_bytes_max: 64 * 1024 * 1024,
             eviction: Some(EvictionOptions::default()),
+            embed_bytes_max: 4096,
+            store: crate::store::StoreOptions::default(),
         }
     }
 }

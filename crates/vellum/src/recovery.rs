@@ -1,7 +1,7 @@
 //! Opening a data directory (docs/format.md §3.4): clear unfinished rewrites, replay
 //! the journal into the channel files, make them durable, start a fresh journal.
 
-use crate::channel::file::{Cursor, Step};
+use crate::channel::file::{Cursor, Header, Step};
 use crate::channel::id::ChannelId;
 use crate::channel::log::{LostRange, save_range};
 use crate::error::{IoContext, Result};
@@ -24,6 +24,8 @@ pub struct RecoveryReport {
     pub temp_files_removed: usize,
     /// Damaged ranges found, with where their bytes were saved.
     pub lost: Vec<LostRange>,
+    /// Pre-trim copies of trims that never completed, deleted.
+    pub interrupted_trim_copies_removed: usize,
 }
 
 /// Opens the directory; replay keeps at most `open_files_max` channel files open.
@@ -153,7 +155,55 @@ pub fn recover(
         .context(|| "syncing journal/".into())?;
     let journal = JournalWriter::create(storage, &layout.journal, next_lsn)
         .context(|| "starting the journal".into())?;
+    report.interrupted_trim_copies_removed = remove_interrupted_trim_copies(storage, layout)?;
     Ok((report, journal))
+}
+
+/// Deletes the pre-trim copies of trims that never completed. A copy is a hard link
+/// to the live file made just before the trimmed file replaces it; a crash (or a
+/// failure) in between leaves both names on one file, and later appends would land
+/// in the copy too — making it count stored-message references it never took. Such
+/// a copy is named with the live file's own epoch; a completed trim gave the live
+/// file a new one.
+fn remove_interrupted_trim_copies(storage: &dyn Storage, layout: &Layout) -> Result<usize> {
+    let mut removed = 0;
+    let shards = storage
+        .list_dir(&layout.trimmed)
+        .context(|| "listing trimmed/".into())?;
+    for shard in shards {
+        let dir = layout.trimmed.join(&shard);
+        let names = storage
+            .list_dir(&dir)
+            .context(|| format!("listing {}", dir.display()))?;
+        for name in names {
+            let Some((id, epoch)) = name
+                .strip_suffix(".vlog")
+                .and_then(|rest| rest.rsplit_once('.'))
+                .and_then(|(id, epoch)| {
+                    Some((ChannelId::new(id).ok()?, epoch.parse::<u64>().ok()?))
+                })
+            else {
+                continue;
+            };
+            let live = id.file_in(&layout.channels);
+            let file = match storage.open(&live, OpenMode::ReadQuietly) {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).context(|| format!("opening {}", live.display())),
+            };
+            if let Ok((header, _)) = Header::read(&*file)
+                && header.epoch == epoch
+            {
+                let copy = dir.join(&name);
+                storage
+                    .remove_file(&copy)
+                    .and_then(|()| storage.sync_dir(&dir))
+                    .context(|| format!("removing {}", copy.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -182,9 +182,11 @@ fn run(fault: Fault, trigger: Trigger, close_instead_of_crash: bool) {
         Trigger::Append => expect_poisoned(store.append(ID, DOOMED), &what),
         Trigger::Checkpoint => expect_poisoned(store.checkpoint(), &what),
         Trigger::TailFillingAppend => {
-            let big = vec![b'b'; 20 * 1024];
-            match store.append(ID, &big) {
-                Ok(ack) => acked.push(Msg(ack.seq, big)),
+            // 20 KB in messages small enough to stay inline (not in the message store).
+            let bodies: Vec<Vec<u8>> = (0..5).map(|i| vec![b'a' + i; 4000]).collect();
+            let batch: Vec<NewMessage<'_>> = bodies.iter().map(|b| NewMessage::new(b)).collect();
+            match store.append_batch(ID, &batch) {
+                Ok(acks) => acked.extend(acks.iter().zip(bodies).map(|(a, b)| Msg(a.seq, b))),
                 Err(e) => expect_poisoned(Err::<(), _>(e), &what),
             }
         }

@@ -55,6 +55,8 @@ fn options() -> Options {
     Options {
         // Small, so that journal files rotate (and checkpoints run) during a run.
         journal_bytes_max: 64 * 1024,
+        // About a fifth of the messages have their bodies in the message store.
+        embed_bytes_max: 1500,
         ..common::options()
     }
 }
@@ -859,6 +861,13 @@ fn check_channel(
 fn check_all(store: &Vellum, sim: &SimStorage, model: &mut Model) -> Result<(), String> {
     for id in IDS {
         check_channel(store, sim, model, id)?;
+    }
+    // Every stored body a channel file references is held, at least once per record.
+    let refs = store
+        .check_references()
+        .map_err(|e| format!("checking references: {e}"))?;
+    if !refs.is_safe() {
+        return Err(format!("message store references: {refs:?}"));
     }
     Ok(())
 }

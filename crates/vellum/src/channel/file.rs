@@ -5,6 +5,7 @@ use super::id::ChannelId;
 use crate::record::{self, Reader};
 pub use crate::record::{Cursor, Step};
 use crate::storage::StorageFile;
+use crate::store::MsgId;
 use std::io;
 
 const MAGIC: &[u8; 8] = b"VELLUMCH";
@@ -14,6 +15,7 @@ const KIND_MESSAGE: u8 = 1;
 const KIND_METADATA: u8 = 2;
 const KIND_ARCHIVED: u8 = 3;
 const KIND_RESTORED: u8 = 4;
+const KIND_STORED: u8 = 5;
 
 /// The longest message key.
 pub const KEY_BYTES_MAX: usize = 64;
@@ -133,6 +135,14 @@ pub enum Body<'a> {
         key: &'a [u8],
         data: &'a [u8],
     },
+    /// A message whose body lives in the message store under `id` (docs/format.md §7.7).
+    Stored {
+        seq: u64,
+        time_ms: u64,
+        key: &'a [u8],
+        id: MsgId,
+        len: u32,
+    },
     /// A CryptPad metadata line: a JSON object (state) or `["CMD", args, time]`.
     Metadata { time_ms: u64, line: &'a [u8] },
     /// The channel was archived for this reason.
@@ -142,16 +152,24 @@ pub enum Body<'a> {
 }
 
 impl<'a> Body<'a> {
-    /// Whether a record body is a message, without parsing it.
+    /// Whether a record body is a message (inline or stored), without parsing it.
     pub fn is_message(body: &[u8]) -> bool {
-        body.first() == Some(&KIND_MESSAGE)
+        matches!(body.first(), Some(&KIND_MESSAGE | &KIND_STORED))
+    }
+
+    /// A message's seq and key, inline or stored.
+    pub fn seq_and_key(&self) -> Option<(u64, &'a [u8])> {
+        match *self {
+            Body::Message { seq, key, .. } | Body::Stored { seq, key, .. } => Some((seq, key)),
+            _ => None,
+        }
     }
 
     pub fn parse(body: &'a [u8]) -> Result<Body<'a>, &'static str> {
         let mut r = Reader::new(body);
         let bad = "truncated record body";
         match r.u8().ok_or(bad)? {
-            KIND_MESSAGE => {
+            kind @ (KIND_MESSAGE | KIND_STORED) => {
                 let seq = r.u64().ok_or(bad)?;
                 let time_ms = r.u64().ok_or(bad)?;
                 let key_len = r.u8().ok_or(bad)? as usize;
@@ -159,11 +177,25 @@ impl<'a> Body<'a> {
                     return Err("key longer than 64 bytes");
                 }
                 let key = r.bytes(key_len).ok_or(bad)?;
-                Ok(Body::Message {
+                if kind == KIND_MESSAGE {
+                    return Ok(Body::Message {
+                        seq,
+                        time_ms,
+                        key,
+                        data: r.rest(),
+                    });
+                }
+                let id = MsgId(r.bytes(MsgId::BYTES).ok_or(bad)?.try_into().unwrap());
+                let len = r.u32().ok_or(bad)?;
+                if !r.rest().is_empty() {
+                    return Err("trailing bytes in a stored message record");
+                }
+                Ok(Body::Stored {
                     seq,
                     time_ms,
                     key,
-                    data: r.rest(),
+                    id,
+                    len,
                 })
             }
             KIND_METADATA => Ok(Body::Metadata {
@@ -200,6 +232,22 @@ impl<'a> Body<'a> {
                 b.extend_from_slice(key);
                 b.extend_from_slice(data);
             }
+            Body::Stored {
+                seq,
+                time_ms,
+                key,
+                id,
+                len,
+            } => {
+                assert!(key.len() <= KEY_BYTES_MAX);
+                b.push(KIND_STORED);
+                b.extend_from_slice(&seq.to_le_bytes());
+                b.extend_from_slice(&time_ms.to_le_bytes());
+                b.push(key.len() as u8);
+                b.extend_from_slice(key);
+                b.extend_from_slice(&id.0);
+                b.extend_from_slice(&len.to_le_bytes());
+            }
             Body::Metadata { time_ms, line } => {
                 b.push(KIND_METADATA);
                 b.extend_from_slice(&time_ms.to_le_bytes());
@@ -221,6 +269,11 @@ impl<'a> Body<'a> {
 /// The framed size of a message record.
 pub fn message_record_bytes(key_len: usize, data_len: usize) -> usize {
     record::FRAME_BYTES + 1 + 8 + 8 + 1 + key_len + data_len
+}
+
+/// The framed size of a stored message's record (its body in the message store).
+pub fn stored_record_bytes(key_len: usize) -> usize {
+    message_record_bytes(key_len, MsgId::BYTES + 4)
 }
 
 /// Reads only the key of the message record at `offset` (never its data): the key

@@ -5,8 +5,10 @@ use super::file::{Body, Cursor, Step};
 use super::id::ChannelId;
 use super::log::Live;
 use crate::error::{Error, Result};
+use crate::store::MessageStore;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Where a message sits: only valid in the epoch (file version) it was issued in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,6 +100,9 @@ pub struct History {
     cursor: Option<Cursor>,
     remaining: usize,
     finished: bool,
+    /// Where stored messages' bodies are read from, into `body`.
+    store: Arc<MessageStore>,
+    body: Vec<u8>,
 }
 
 /// Resolves `request` against a live channel's committed state.
@@ -106,6 +111,7 @@ pub(crate) fn plan(
     path: PathBuf,
     live: &Live,
     request: &ReadRequest,
+    store: Arc<MessageStore>,
 ) -> Result<History> {
     let index = &live.index;
     let start = match &request.from {
@@ -157,6 +163,8 @@ pub(crate) fn plan(
         cursor,
         remaining,
         finished: false,
+        store,
+        body: Vec::new(),
     })
 }
 
@@ -211,6 +219,8 @@ impl History {
             cursor,
             remaining,
             finished,
+            store,
+            body: stored_body,
             ..
         } = self;
         if *remaining == 0 || *finished {
@@ -234,15 +244,44 @@ impl History {
                 Step::Record { body, .. } if !Body::is_message(cursor.body(body.clone())) => {}
                 Step::Record { offset, body } => {
                     *remaining -= 1;
-                    let Ok(Body::Message {
-                        seq,
-                        time_ms,
-                        key,
-                        data,
-                    }) = Body::parse(cursor.body(body))
-                    else {
-                        *finished = true;
-                        return Err(corrupted(offset, "malformed message record"));
+                    let (seq, time_ms, key, data) = match Body::parse(cursor.body(body)) {
+                        Ok(Body::Message {
+                            seq,
+                            time_ms,
+                            key,
+                            data,
+                        }) => (seq, time_ms, key, data),
+                        Ok(Body::Stored {
+                            seq,
+                            time_ms,
+                            key,
+                            id,
+                            len,
+                        }) => {
+                            *stored_body = match store.read(&id) {
+                                Ok(data) if data.len() == len as usize => data,
+                                Ok(_) => {
+                                    *finished = true;
+                                    return Err(corrupted(offset, "stored body of another length"));
+                                }
+                                // Released by a rewrite that ran while this snapshot was read.
+                                Err(Error::UnknownMessage { .. }) => {
+                                    *finished = true;
+                                    return Err(Error::StalePosition {
+                                        channel: channel.clone(),
+                                    });
+                                }
+                                Err(e) => {
+                                    *finished = true;
+                                    return Err(e);
+                                }
+                            };
+                            (seq, time_ms, key, stored_body.as_slice())
+                        }
+                        _ => {
+                            *finished = true;
+                            return Err(corrupted(offset, "malformed message record"));
+                        }
                     };
                     let position = Position {
                         epoch: *epoch,

@@ -408,12 +408,20 @@ pub fn load(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Presence> {
                     _ => None,
                 };
                 match parsed {
-                    Ok(Body::Message { seq, key, .. }) if seq >= next_seq => {
+                    Ok(body @ (Body::Message { .. } | Body::Stored { .. })) => {
+                        let (seq, key) = body.seq_and_key().expect("a message");
+                        if seq < next_seq {
+                            break damaged(
+                                cx,
+                                &path,
+                                &*file,
+                                offset,
+                                file_len,
+                                "seq out of order",
+                            )?;
+                        }
                         index.push(seq, offset, index.key_hash(key));
                         next_seq = seq + 1;
-                    }
-                    Ok(Body::Message { .. }) => {
-                        break damaged(cx, &path, &*file, offset, file_len, "seq out of order")?;
                     }
                     Ok(Body::Metadata { line, .. }) => {
                         // A bad line is skipped, as CryptPad's fold does; it was never logged by us.

@@ -8,5 +8,6 @@ pub mod id;
 pub mod index;
 pub mod log;
 pub mod metadata;
+pub mod refs;
 pub mod rewrite;
 pub mod schedule;

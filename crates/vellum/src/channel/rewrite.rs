@@ -5,9 +5,11 @@
 use super::file::{Body, Cursor, Header, Step};
 use super::id::ChannelId;
 use super::log::{Live, Presence, State, archived_reason};
+use super::refs;
 use crate::engine::{ChannelInfo, Inner, now_ms, system_ms};
 use crate::error::{Error, IoContext, Result};
 use crate::storage::OpenMode;
+use crate::store::MsgId;
 use std::io;
 use std::path::Path;
 
@@ -22,8 +24,14 @@ fn ensure_dir(inner: &Inner, dir: &Path) -> Result<()> {
 
 /// Keeps the current file as `trimmed/<xx>/<id>.<epoch>.vlog` (a hard link; a copy
 /// where links are impossible). The file is already durable: a checkpoint just ran.
-pub fn backup(inner: &Inner, id: &ChannelId, live: &Live) -> Result<()> {
+/// The copy is a client of the message store like the live file: its stored messages
+/// gain a reference first (a crash after that only leaks until the next recount).
+pub fn backup(inner: &Inner, id: &ChannelId, live: &Live) -> Result<Backup> {
     let layout = &inner.layout;
+    let references = refs::stored_ids(&*inner.storage, &id.file_in(&layout.channels))?;
+    for batch in references.chunks(inner.options.store.batch_messages_max.max(1)) {
+        inner.store.add_references(batch)?;
+    }
     let shard = layout.trimmed.join(id.shard());
     ensure_dir(inner, &shard)?;
     let target = shard.join(format!("{id}.{}.vlog", live.header.epoch));
@@ -37,7 +45,33 @@ pub fn backup(inner: &Inner, id: &ChannelId, live: &Live) -> Result<()> {
     inner
         .storage
         .sync_dir(&shard)
-        .context(|| format!("syncing {}", shard.display()))
+        .context(|| format!("syncing {}", shard.display()))?;
+    Ok(Backup {
+        path: target,
+        references,
+    })
+}
+
+/// A pre-trim copy just made, and the references it took.
+pub struct Backup {
+    path: std::path::PathBuf,
+    references: Vec<MsgId>,
+}
+
+/// Deletes a pre-trim copy whose trim failed, giving its references back. Best
+/// effort: a copy left behind is deleted at the next open (it carries the live
+/// file's epoch) and its references recounted.
+pub fn discard_backup(inner: &Inner, backup: Backup) {
+    let removed = inner
+        .storage
+        .remove_file(&backup.path)
+        .and_then(|()| inner.storage.sync_dir(backup.path.parent().expect("shard")));
+    match removed {
+        Ok(()) => inner.release(backup.references),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %backup.path.display(), "removing the copy of a failed trim")
+        }
+    }
 }
 
 fn copy_file(inner: &Inner, source: &Path, target: &Path, len: u64) -> Result<()> {
@@ -62,13 +96,14 @@ fn copy_file(inner: &Inner, source: &Path, target: &Path, len: u64) -> Result<()
 
 /// Replaces the channel's file with one holding its folded metadata and the messages
 /// whose index position `keep` accepts, under a new epoch; then reloads the state.
+/// Returns the store ids of the stored messages it dropped, for the caller to release.
 pub fn rewrite(
     inner: &Inner,
     id: &ChannelId,
     state: &mut State,
     keep: impl Fn(usize) -> bool,
     first_seq: u64,
-) -> Result<()> {
+) -> Result<Vec<MsgId>> {
     let Presence::Live(live) = &state.presence else {
         unreachable!("rewrite of a live channel")
     };
@@ -98,6 +133,7 @@ pub fn rewrite(
     }
     .encode_into(&mut buf);
     let mut written = 0u64;
+    let mut dropped = Vec::new();
     if let (Some(file), Some(first)) = (&live.file, live.index.get(0)) {
         let mut cursor = Cursor::new(file.file.clone(), first.offset, live.len());
         let mut pos = 0;
@@ -107,6 +143,8 @@ pub fn rewrite(
                     if Body::is_message(cursor.body(body.clone())) {
                         if keep(pos) {
                             buf.extend_from_slice(cursor.framed(body));
+                        } else if let Ok(Body::Stored { id, .. }) = Body::parse(cursor.body(body)) {
+                            dropped.push(id);
                         }
                         pos += 1;
                     }
@@ -133,7 +171,8 @@ pub fn rewrite(
     drop(out);
     inner.storage.rename(&tmp, &path).context(context)?;
     sync_parent(inner, &path)?;
-    inner.reload(id, state)
+    inner.reload(id, state)?;
+    Ok(dropped)
 }
 
 fn sync_parent(inner: &Inner, path: &Path) -> Result<()> {
@@ -144,14 +183,17 @@ fn sync_parent(inner: &Inner, path: &Path) -> Result<()> {
         .context(|| format!("syncing {}", dir.display()))
 }
 
-/// Unlinks the live file; a later append starts a fresh channel.
+/// Unlinks the live file; a later append starts a fresh channel. Its stored messages'
+/// references are released once the unlink is durable.
 pub fn remove(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
     let path = id.file_in(&inner.layout.channels);
+    let references = refs::stored_ids(&*inner.storage, &path)?;
     inner
         .storage
         .remove_file(&path)
         .context(|| format!("removing channel {id}"))?;
     sync_parent(inner, &path)?;
+    inner.release(references);
     state.presence = Presence::Missing {
         archived: archived_reason(id, &inner.load_context())?,
     };
@@ -221,12 +263,21 @@ pub fn restore(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
 /// Deletes an archived channel (the caller checked there is one).
 pub fn remove_archived(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
     let path = id.file_in(&inner.layout.archive);
+    delete_file(inner, &path)?;
+    state.presence = Presence::Missing { archived: None };
+    Ok(())
+}
+
+/// Deletes a channel file nothing else names (an archived one, a pre-trim copy) and
+/// releases its stored messages' references once the deletion is durable.
+pub fn delete_file(inner: &Inner, path: &Path) -> Result<()> {
+    let references = refs::stored_ids(&*inner.storage, path)?;
     inner
         .storage
-        .remove_file(&path)
-        .context(|| format!("removing archived channel {id}"))?;
-    sync_parent(inner, &path)?;
-    state.presence = Presence::Missing { archived: None };
+        .remove_file(path)
+        .context(|| format!("removing {}", path.display()))?;
+    sync_parent(inner, path)?;
+    inner.release(references);
     Ok(())
 }
 
@@ -247,7 +298,10 @@ pub fn summarize(inner: &Inner, path: &Path, id: &ChannelId) -> Result<ChannelIn
     let mut next_seq = header.first_seq;
     let mut cursor = Cursor::new(file, header_len, len);
     while let Step::Record { body, .. } = cursor.next().context(context)? {
-        if let Ok(Body::Message { seq, .. }) = Body::parse(cursor.body(body)) {
+        if let Some((seq, _)) = Body::parse(cursor.body(body))
+            .ok()
+            .and_then(|b| b.seq_and_key())
+        {
             messages += 1;
             next_seq = seq + 1;
         }

@@ -29,6 +29,16 @@ pub struct MsgId(pub [u8; 16]);
 
 impl MsgId {
     pub const BYTES: usize = 16;
+
+    /// A fresh id from the operating system's random source.
+    pub fn random() -> Result<MsgId> {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| Error::Io {
+            context: "drawing a message id".into(),
+            source: e.into(),
+        })?;
+        Ok(MsgId(id))
+    }
 }
 
 impl std::fmt::Display for MsgId {
@@ -210,6 +220,13 @@ impl MessageStore {
         state::remove(&self.shared, ids)
     }
 
+    /// Adds one reference to each id (an id listed twice gains two), without writing
+    /// anything: for a client that starts holding messages the store already has.
+    /// Refused whole, changing nothing, when an id is unknown.
+    pub fn add_references(&self, ids: &[MsgId]) -> Result<()> {
+        state::add_references(&self.shared, ids)
+    }
+
     /// The message's payload, checked against its checksum and id.
     pub fn read(&self, id: &MsgId) -> Result<Vec<u8>> {
         let plan = self.shared.state.lock().plan_read(id)?;
@@ -263,6 +280,17 @@ impl MessageStore {
     /// Flushes and syncs everything, stops the background threads and writes the
     /// snapshot the next open loads without a scan. Later calls fail with `Closed`.
     pub fn close(&self) -> Result<()> {
+        self.close_with(true)
+    }
+
+    /// Closes like [`close`](Self::close) but writes no snapshot, so the next open
+    /// recounts references from the clients: for a client that cannot vouch for the
+    /// counts it leaves (its own writes failed midway).
+    pub fn close_for_recount(&self) -> Result<()> {
+        self.close_with(false)
+    }
+
+    fn close_with(&self, snapshot: bool) -> Result<()> {
         let threads = std::mem::take(&mut *self.threads.lock());
         if threads.is_empty() {
             return Ok(());
@@ -284,6 +312,9 @@ impl MessageStore {
                 }
             }
             let _ = thread.join();
+        }
+        if !snapshot {
+            return Ok(());
         }
         snapshot::write_at_close(shared)
     }

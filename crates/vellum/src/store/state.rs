@@ -393,6 +393,25 @@ fn confirmed_durability(shared: &Shared) -> Durability {
     }
 }
 
+/// `MessageStore::add_references`: one more reference to each id, all present.
+pub fn add_references(shared: &Shared, ids: &[MsgId]) -> Result<()> {
+    let mut state = shared.state.lock();
+    state.check_writable()?;
+    for id in ids {
+        match state.index.get(id) {
+            None => return Err(Error::UnknownMessage { id: *id }),
+            Some(e) if u64::from(e.refs) + ids.len() as u64 > u64::from(u32::MAX) => {
+                return Err(Error::TooManyReferences { id: *id });
+            }
+            Some(_) => {}
+        }
+    }
+    for id in ids {
+        state.index.get_mut(id).expect("validated").refs += 1;
+    }
+    Ok(())
+}
+
 /// `MessageStore::remove` (§7.3).
 pub fn remove(shared: &Shared, ids: &[MsgId]) -> Result<()> {
     if ids.is_empty() {
