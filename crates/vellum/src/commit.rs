@@ -15,7 +15,7 @@ use crate::channel::id::ChannelId;
 use crate::channel::log::{Channel, Files, Presence, TAIL_BYTES_MAX};
 use crate::channel::metadata::Metadata;
 use crate::error::{Error, Result};
-use crate::journal::{self, Entry, JournalWriter};
+use crate::journal::{self, Entry, JournalWriter, Part};
 use crate::options::{Durability, SyncPolicy};
 use crate::storage::{OpenMode, StorageFile};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 pub type Completion = Box<dyn FnOnce(Result<Durability>) + Send>;
 
 /// One write to one channel file: records to put at `offset`, and what committing them changes.
-pub struct Job {
+pub struct ChannelWrite {
     pub channel: Arc<Channel>,
     pub offset: u64,
     pub bytes: Vec<u8>,
@@ -40,7 +40,19 @@ pub struct Job {
     pub messages: Vec<(u64, u64, u64)>,
     /// The channel's metadata once this write is committed, if it changes it.
     pub metadata: Option<Metadata>,
+}
+
+/// Writes committed together, all or none (one journal entry), then acknowledged once:
+/// one channel's write, or a publish to many channels.
+pub struct Job {
+    pub writes: Vec<ChannelWrite>,
     pub done: Completion,
+}
+
+impl Job {
+    fn bytes(&self) -> usize {
+        self.writes.iter().map(|w| w.bytes.len()).sum()
+    }
 }
 
 /// Counters the committer keeps (read by stats and benchmarks).
@@ -224,12 +236,12 @@ impl Committer {
         })
     }
 
-    /// Queues a job. Call with the channel's state locked, so the channel's jobs queue
-    /// in the order their offsets were assigned.
+    /// Queues a job. Call with its channels' states locked, so each channel's jobs
+    /// queue in the order their offsets were assigned.
     pub fn submit(&self, mut reservation: Reservation<'_>, job: Job) {
         let mut queue = self.shared.queue.lock();
         // The reservation's bytes now belong to the queued job.
-        queue.bytes += job.bytes.len();
+        queue.bytes += job.bytes();
         queue.bytes -= reservation.bytes;
         reservation.bytes = 0;
         queue.jobs.push_back(job);
@@ -495,10 +507,10 @@ impl CommitLoop {
         if self.in_flight.len() < GROUPS_IN_FLIGHT_MAX {
             let mut bytes = 0;
             while let Some(job) = queue.jobs.front() {
-                if !write.is_empty() && bytes + job.bytes.len() > shared.settings.commit_bytes_max {
+                if !write.is_empty() && bytes + job.bytes() > shared.settings.commit_bytes_max {
                     break;
                 }
-                bytes += job.bytes.len();
+                bytes += job.bytes();
                 write.push(queue.jobs.pop_front().expect("front exists"));
             }
         }
@@ -551,15 +563,21 @@ impl CommitLoop {
     fn append(&mut self, jobs: &[Job]) -> io::Result<()> {
         self.buf.clear();
         for job in jobs {
-            Entry {
-                tag: self.journal.tag_after(self.buf.len()),
-                id: job.channel.id.as_str(),
-                offset: job.offset,
-                bytes: &job.bytes,
-            }
-            .encode_into(&mut self.buf);
-            if !self.dirty.contains(&job.channel.id) {
-                self.dirty.insert(job.channel.id.clone());
+            let tag = self.journal.tag_after(self.buf.len());
+            let parts: Vec<Part<'_>> = job
+                .writes
+                .iter()
+                .map(|w| Part {
+                    id: w.channel.id.as_str(),
+                    offset: w.offset,
+                    bytes: &w.bytes,
+                })
+                .collect();
+            Entry { tag, parts }.encode_into(&mut self.buf);
+            for w in &job.writes {
+                if !self.dirty.contains(&w.channel.id) {
+                    self.dirty.insert(w.channel.id.clone());
+                }
             }
         }
         self.journal.append(&self.buf)
@@ -593,29 +611,30 @@ impl CommitLoop {
     fn finish(&mut self, jobs: Vec<Job>, result: &Result<Durability>) {
         let files = &self.shared.settings.files;
         let mut flush_failed = None;
-        let bytes: usize = jobs.iter().map(|j| j.bytes.len()).sum();
-        for job in &jobs {
-            let mut state = job.channel.state.lock();
+        let bytes: usize = jobs.iter().map(Job::bytes).sum();
+        for write in jobs.iter().flat_map(|j| &j.writes) {
+            let mut state = write.channel.state.lock();
             if result.is_ok()
                 && let Presence::Live(live) = &mut state.presence
             {
-                live.commit(job.offset, &job.bytes);
-                for &(seq, offset, key_hash) in &job.messages {
+                live.commit(write.offset, &write.bytes);
+                for &(seq, offset, key_hash) in &write.messages {
                     live.index.push(seq, offset, key_hash);
                 }
-                if let Some(metadata) = &job.metadata {
+                if let Some(metadata) = &write.metadata {
                     live.metadata = metadata.clone();
                 }
                 // A new channel's file is made at once, so listings and eviction see it.
                 if (live.file.is_none() || live.tail.len() >= TAIL_BYTES_MAX)
-                    && let Err(e) = live.flush(&job.channel.id, files)
+                    && let Err(e) = live.flush(&write.channel.id, files)
                 {
-                    flush_failed = Some(format!("writing channel {} failed: {e}", job.channel.id));
+                    flush_failed =
+                        Some(format!("writing channel {} failed: {e}", write.channel.id));
                 }
             }
             state.pending -= 1;
             if state.pending == 0 {
-                job.channel.drained.notify_all();
+                write.channel.drained.notify_all();
             }
         }
         if let Some(cause) = flush_failed {

@@ -1,20 +1,20 @@
 //! The public API: [`Vellum`], a store of channel logs in one data directory.
 
 use crate::channel::cache::ChannelCache;
-use crate::channel::file::{Body, Header, KEY_BYTES_MAX};
+use crate::channel::file::{Body, Header, KEY_BYTES_MAX, StoredKey};
 use crate::channel::history::{self, History, ReadRequest};
 use crate::channel::id::{ChannelId, id_of_file_name};
 use crate::channel::log::{Channel, Files, Live, LoadContext, LostLog, LostRange, Presence, State};
 use crate::channel::metadata::{self, Metadata};
 use crate::channel::rewrite;
-use crate::commit::{CommitStats, Committer, Job, Settings};
+use crate::commit::{ChannelWrite, CommitStats, Committer, Job, Settings};
 use crate::error::{Error, IoContext, Result};
 use crate::eviction::{self, EvictionReport};
 use crate::layout::Layout;
 use crate::options::{Durability, MESSAGE_BYTES_CEILING, Options};
 use crate::recovery::{self, RecoveryReport};
 use crate::storage::{RealStorage, SharedStorage};
-use crate::store::{MessageStore, MsgId, StoreOptions};
+use crate::store::{MessageStore, MessageStoreStats, MsgId, StoreOptions};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::path::Path;
 use std::sync::Arc;
@@ -92,13 +92,15 @@ pub struct ChannelInfo {
 }
 
 /// Engine-wide counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreStats {
     pub open_files: usize,
     pub open_files_peak: usize,
     pub cached_channels: usize,
     pub commit: CommitStats,
     pub lost_ranges: usize,
+    /// The message store holding large bodies.
+    pub message_store: MessageStoreStats,
 }
 
 /// How the message store's counts compare with the channel files' references.
@@ -159,14 +161,7 @@ pub(crate) fn now_ms() -> u64 {
 
 /// The default key: a 128-bit BLAKE3 hash of the content, in hex.
 fn content_key(data: &[u8]) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let hash = blake3::hash(data);
-    let mut key = Vec::with_capacity(32);
-    for byte in &hash.as_bytes()[..16] {
-        key.push(HEX[usize::from(byte >> 4)]);
-        key.push(HEX[usize::from(byte & 0xf)]);
-    }
-    key
+    crate::channel::file::hex(&blake3::hash(data).as_bytes()[..16])
 }
 
 impl Vellum {
@@ -259,8 +254,11 @@ impl Vellum {
 
     /// Compares the message store's reference counts with the stored message records
     /// of every channel file (live, archived, pre-trim copies). Meant for a quiet store
-    /// (verification, tests): writes made during the scan may show as differences.
+    /// (verification, tests): writes made during the scan may show as differences. Runs
+    /// a checkpoint first, so the files hold every committed record.
     pub fn check_references(&self) -> Result<ReferenceCheck> {
+        // Every committed record into its channel file first.
+        self.checkpoint()?;
         let mut held: std::collections::HashMap<MsgId, u32> = Default::default();
         crate::channel::refs::for_each_reference(
             &*self.inner.storage,
@@ -289,6 +287,16 @@ impl Vellum {
         Ok(check)
     }
 
+    /// Compacts the message store now, in this thread, until no segment qualifies.
+    pub fn compact_message_store(&self) -> Result<()> {
+        self.inner.store.compact()
+    }
+
+    /// What opening the message store found (a clean snapshot, or a scan and recount).
+    pub fn store_recovery(&self) -> &crate::store::StoreRecovery {
+        self.inner.store.recovery()
+    }
+
     /// What opening found: journal entries replayed, damaged ranges.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.recovery
@@ -306,6 +314,7 @@ impl Vellum {
             cached_channels: self.inner.cache.len(),
             commit: self.inner.committer.stats(),
             lost_ranges: self.inner.lost.len(),
+            message_store: self.inner.store.stats(),
         }
     }
 
@@ -340,6 +349,44 @@ impl Vellum {
         let (tx, rx) = mpsc::sync_channel(1);
         self.append_with(channel, messages, move |r| drop(tx.send(r)))?;
         rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Appends one message to each of `channels`, all or none (one journal entry, so a
+    /// crash never leaves it in some of them only). A body of `embed_bytes_max` bytes
+    /// or more is stored once, with one reference per channel. Returns one receipt per
+    /// channel, in the order given. At most half of `open_files_max` channels (and
+    /// `batch_messages_max`), each named once.
+    pub fn publish(&self, channels: &[&str], data: &[u8]) -> Result<Vec<Appended>> {
+        let mut ids = Vec::with_capacity(channels.len());
+        for name in channels {
+            let id = ChannelId::new(name)?;
+            if ids.contains(&id) {
+                return Err(Error::DuplicateChannel { channel: id });
+            }
+            ids.push(id);
+        }
+        let max = (self.inner.options.open_files_max / 2)
+            .min(self.inner.options.batch_messages_max)
+            .max(1);
+        if ids.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        if ids.len() > max {
+            return Err(Error::BatchTooLarge {
+                len: ids.len(),
+                max,
+            });
+        }
+        let message = NewMessage::new(data);
+        self.inner.check_batch(&[message])?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.inner
+            .publish(&ids, message, Box::new(move |r| drop(tx.send(r))))?;
+        let (mut receipts, durability) = rx.recv().map_err(|_| Error::Closed)??;
+        for r in &mut receipts {
+            r.durability = durability;
+        }
+        Ok(receipts)
     }
 
     /// Queues an atomic batch and returns at once; `done` runs (on the commit thread,
@@ -774,6 +821,91 @@ impl Inner {
         result
     }
 
+    /// `Vellum::publish`: the body stored once with a reference per channel, then one
+    /// record per channel, staged under every channel's lock (taken in id order, so two
+    /// publishes never wait for each other in a cycle) and submitted as one job.
+    fn publish(&self, ids: &[ChannelId], message: NewMessage<'_>, done: WriteDone) -> Result<()> {
+        let stored = if message.data.len() >= self.options.embed_bytes_max {
+            let id = MsgId::random()?;
+            self.store.write(&vec![(id, message.data); ids.len()])?;
+            Some(id)
+        } else {
+            None
+        };
+        let result = self.publish_records(ids, message, stored, done);
+        if result.is_err()
+            && let Some(id) = stored
+        {
+            self.release(vec![id; ids.len()]);
+        }
+        result
+    }
+
+    fn publish_records(
+        &self,
+        ids: &[ChannelId],
+        message: NewMessage<'_>,
+        stored: Option<MsgId>,
+        done: WriteDone,
+    ) -> Result<()> {
+        let key = message
+            .key
+            .map_or_else(|| content_key(message.data), <[u8]>::to_vec);
+        let record_bytes = match stored {
+            Some(_) => crate::channel::file::stored_record_bytes(key.len()),
+            None => crate::channel::file::message_record_bytes(key.len(), message.data.len()),
+        };
+        let reservation = self.committer.reserve((record_bytes + 1024) * ids.len())?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by(|&a, &b| ids[a].as_str().cmp(ids[b].as_str()));
+        let channels: Vec<Arc<Channel>> = ids.iter().map(|id| self.cache.get(id)).collect();
+        let mut held = Vec::with_capacity(ids.len());
+        for &i in &order {
+            let task = channels[i].lane.ordered();
+            let state = self.loaded(&channels[i])?;
+            if let Presence::Missing {
+                archived: Some(reason),
+            } = &state.presence
+            {
+                return Err(Error::Archived {
+                    channel: ids[i].clone(),
+                    reason: reason.clone(),
+                });
+            }
+            held.push((i, task, state));
+        }
+        // Nothing can refuse an append to a live or missing channel from here on.
+        let time_ms = now_ms();
+        let batch = [message];
+        let mut writes = Vec::with_capacity(ids.len());
+        let mut receipts: Vec<Option<Appended>> = vec![None; ids.len()];
+        for (i, _, state) in &mut held {
+            let (write, mut receipt) = self
+                .stage(
+                    &ids[*i],
+                    &channels[*i],
+                    state,
+                    Write::Append(&batch),
+                    vec![key.clone()],
+                    &[stored],
+                    time_ms,
+                )?
+                .expect("an append always stages");
+            writes.push(write);
+            receipts[*i] = receipt.pop();
+        }
+        let receipts: Vec<Appended> = receipts.into_iter().map(|r| r.expect("staged")).collect();
+        self.committer.submit(
+            reservation,
+            Job {
+                writes,
+                done: Box::new(move |result| done(result.map(|d| (receipts, d)))),
+            },
+        );
+        drop(held);
+        Ok(())
+    }
+
     /// Writes each message of an append of at least `embed_bytes_max` bytes to the
     /// message store under a fresh random id; `None` for those kept inline.
     fn store_large_bodies(&self, write: &Write<'_>) -> Result<Vec<Option<MsgId>>> {
@@ -844,9 +976,39 @@ impl Inner {
         let channel = self.cache.get(id);
         let task = channel.lane.ordered();
         let mut state = self.loaded(&channel)?;
-        let time_ms = now_ms();
+        let Some((staged, receipts)) =
+            self.stage(id, &channel, &mut state, write, keys, stored, now_ms())?
+        else {
+            return Ok(false);
+        };
+        self.committer.submit(
+            reservation,
+            Job {
+                writes: vec![staged],
+                done: Box::new(move |result| done(result.map(|d| (receipts, d)))),
+            },
+        );
+        drop(state);
+        drop(task);
+        Ok(true)
+    }
+
+    /// Assigns seqs and the file offset to one channel's write under its lock, encodes
+    /// its records and counts it as pending; the caller submits it. `None` for an
+    /// amendment that changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &self,
+        id: &ChannelId,
+        channel: &Arc<Channel>,
+        state: &mut State,
+        write: Write<'_>,
+        keys: Vec<Vec<u8>>,
+        stored: &[Option<MsgId>],
+        time_ms: u64,
+    ) -> Result<Option<(ChannelWrite, Vec<Appended>)>> {
         state.last_access_ms = time_ms;
-        let mut bytes = Vec::with_capacity(record_bytes);
+        let mut bytes = Vec::new();
         let creating = match (&state.presence, &write) {
             (Presence::Live(_), Write::Create(_)) => {
                 return Err(Error::AlreadyExists {
@@ -922,6 +1084,7 @@ impl Inner {
         match write {
             Write::Create(_) => {}
             Write::Append(batch) => {
+                let mut digest = [0u8; 16];
                 for ((m, key), stored) in batch.iter().zip(keys).zip(stored) {
                     let seq = live.next_seq + receipts.len() as u64;
                     let at = offset + bytes.len() as u64;
@@ -929,9 +1092,8 @@ impl Inner {
                         Some(id) => Body::Stored {
                             seq,
                             time_ms,
-                            key: &key,
+                            key: StoredKey::of(&key, &mut digest),
                             id: *id,
-                            len: m.data.len() as u32,
                         },
                         None => Body::Message {
                             seq,
@@ -958,7 +1120,7 @@ impl Inner {
                 // Against the state after every queued amendment, not the committed one.
                 let mut amended = live.metadata_reserved.clone();
                 if !amended.apply(command, args)? {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let line = metadata::command_line(command, args, time_ms);
                 if line.len() > METADATA_BYTES_MAX {
@@ -979,20 +1141,16 @@ impl Inner {
         live.next_seq += receipts.len() as u64;
         live.reserved += bytes.len() as u64;
         state.pending += 1;
-        self.committer.submit(
-            reservation,
-            Job {
+        Ok(Some((
+            ChannelWrite {
                 channel: channel.clone(),
                 offset,
                 bytes,
                 messages,
                 metadata: new_metadata,
-                done: Box::new(move |result| done(result.map(|d| (receipts, d)))),
             },
-        );
-        drop(state);
-        drop(task);
-        Ok(true)
+            receipts,
+        )))
     }
 
     /// Runs an operation alone on the channel (the blocking class): `check` validates

@@ -21,6 +21,8 @@ pub enum Error {
     MetadataTooLarge { bytes: usize, max: usize },
     #[error("a batch must hold at least one message")]
     EmptyBatch,
+    #[error("channel {channel} is named twice")]
+    DuplicateChannel { channel: ChannelId },
     #[error("channel {channel} does not exist")]
     NotFound { channel: ChannelId },
     #[error("channel {channel} already exists")]

@@ -12,6 +12,7 @@ const MAGIC: &[u8; 8] = b"VELLUMJL";
 const VERSION: u32 = 2;
 pub const HEADER_BYTES: u64 = 32;
 const KIND_CHANNEL_WRITE: u8 = 16;
+const KIND_CHANNEL_WRITES: u8 = 17;
 const SUFFIX: &str = ".wal";
 /// A zero-filled, synced journal file waiting to become the next journal file.
 pub const PREPARED: &str = "prepared.tmp";
@@ -19,14 +20,21 @@ pub const PREPARED: &str = "prepared.tmp";
 pub const PREPARING: &str = "preparing.tmp";
 
 /// "The channel file of `id` holds `bytes` at `offset`".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part<'a> {
+    pub id: &'a str,
+    pub offset: u64,
+    pub bytes: &'a [u8],
+}
+
+/// One journal entry: writes to one channel file, or to several (a publish) that
+/// replay all or none, since one checksum covers them.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry<'a> {
     /// The entry's LSN xor its file's salt ([`FileHeader::tag_at`]): tells a current
     /// entry from one left in a recycled file by its previous use.
     pub tag: u64,
-    pub id: &'a str,
-    pub offset: u64,
-    pub bytes: &'a [u8],
+    pub parts: Vec<Part<'a>>,
 }
 
 impl Entry<'_> {
@@ -34,11 +42,24 @@ impl Entry<'_> {
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         record::encode_with(out, |b| {
             b.extend_from_slice(&self.tag.to_le_bytes());
-            b.push(KIND_CHANNEL_WRITE);
-            b.push(self.id.len() as u8);
-            b.extend_from_slice(self.id.as_bytes());
-            b.extend_from_slice(&self.offset.to_le_bytes());
-            b.extend_from_slice(self.bytes);
+            if let [part] = self.parts.as_slice() {
+                b.push(KIND_CHANNEL_WRITE);
+                b.push(part.id.len() as u8);
+                b.extend_from_slice(part.id.as_bytes());
+                b.extend_from_slice(&part.offset.to_le_bytes());
+                b.extend_from_slice(part.bytes);
+                return;
+            }
+            b.push(KIND_CHANNEL_WRITES);
+            let count = u16::try_from(self.parts.len()).expect("at most 65,535 channels");
+            b.extend_from_slice(&count.to_le_bytes());
+            for part in &self.parts {
+                b.push(part.id.len() as u8);
+                b.extend_from_slice(part.id.as_bytes());
+                b.extend_from_slice(&part.offset.to_le_bytes());
+                b.extend_from_slice(&(part.bytes.len() as u32).to_le_bytes());
+                b.extend_from_slice(part.bytes);
+            }
         })
     }
 
@@ -46,21 +67,43 @@ impl Entry<'_> {
         let mut r = Reader::new(body);
         let bad = "truncated journal entry";
         let tag = r.u64().ok_or(bad)?;
-        if r.u8().ok_or(bad)? != KIND_CHANNEL_WRITE {
-            return Err("unknown journal entry kind");
-        }
-        let id_len = r.u8().ok_or(bad)? as usize;
-        let id = std::str::from_utf8(r.bytes(id_len).ok_or(bad)?)
-            .map_err(|_| "channel id is not UTF-8")?;
-        ChannelId::new(id).map_err(|_| "invalid channel id in journal")?;
-        let offset = r.u64().ok_or(bad)?;
-        Ok(Entry {
-            tag,
-            id,
-            offset,
-            bytes: r.rest(),
-        })
+        let parts = match r.u8().ok_or(bad)? {
+            KIND_CHANNEL_WRITE => {
+                let (id, offset) = part_head(&mut r)?;
+                vec![Part {
+                    id,
+                    offset,
+                    bytes: r.rest(),
+                }]
+            }
+            KIND_CHANNEL_WRITES => {
+                let count = r.u16().ok_or(bad)?;
+                let mut parts = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    let (id, offset) = part_head(&mut r)?;
+                    let len = r.u32().ok_or(bad)? as usize;
+                    let bytes = r.bytes(len).ok_or(bad)?;
+                    parts.push(Part { id, offset, bytes });
+                }
+                if !r.rest().is_empty() {
+                    return Err("trailing bytes in a journal entry");
+                }
+                parts
+            }
+            _ => return Err("unknown journal entry kind"),
+        };
+        Ok(Entry { tag, parts })
     }
+}
+
+/// A part's channel id and offset.
+fn part_head<'a>(r: &mut Reader<'a>) -> Result<(&'a str, u64), &'static str> {
+    let bad = "truncated journal entry";
+    let id_len = r.u8().ok_or(bad)? as usize;
+    let id =
+        std::str::from_utf8(r.bytes(id_len).ok_or(bad)?).map_err(|_| "channel id is not UTF-8")?;
+    ChannelId::new(id).map_err(|_| "invalid channel id in journal")?;
+    Ok((id, r.u64().ok_or(bad)?))
 }
 
 /// The framed size of an entry for `id` carrying `bytes_len` bytes.
@@ -380,11 +423,14 @@ mod tests {
     fn an_entry_round_trips() {
         let id = ChannelId::new("abc").unwrap();
         let mut out = Vec::new();
-        Entry {
-            tag: 1234,
+        let one = Part {
             id: id.as_str(),
             offset: 77,
             bytes: b"payload",
+        };
+        Entry {
+            tag: 1234,
+            parts: vec![one],
         }
         .encode_into(&mut out);
         assert_eq!(out.len(), entry_bytes(&id, 7));
@@ -392,9 +438,38 @@ mod tests {
             panic!("not a record")
         };
         let entry = Entry::parse(body).unwrap();
-        assert_eq!(
-            (entry.tag, entry.id, entry.offset, entry.bytes),
-            (1234, "abc", 77, &b"payload"[..])
-        );
+        assert_eq!((entry.tag, entry.parts), (1234, vec![one]));
+    }
+
+    #[test]
+    fn a_group_entry_round_trips() {
+        let parts = vec![
+            Part {
+                id: "abc",
+                offset: 77,
+                bytes: b"payload",
+            },
+            Part {
+                id: "defg",
+                offset: 0,
+                bytes: b"",
+            },
+            Part {
+                id: "h",
+                offset: 9,
+                bytes: b"xyz",
+            },
+        ];
+        let mut out = Vec::new();
+        Entry {
+            tag: 5,
+            parts: parts.clone(),
+        }
+        .encode_into(&mut out);
+        let record::Decoded::Record { body, .. } = record::decode(&out) else {
+            panic!("not a record")
+        };
+        let entry = Entry::parse(body).unwrap();
+        assert_eq!((entry.tag, entry.parts), (5, parts));
     }
 }

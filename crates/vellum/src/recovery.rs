@@ -5,7 +5,7 @@ use crate::channel::file::{Cursor, Header, Step};
 use crate::channel::id::ChannelId;
 use crate::channel::log::{LostRange, save_range};
 use crate::error::{IoContext, Result};
-use crate::journal::{self, Entry, FileHeader, JournalWriter};
+use crate::journal::{self, Entry, FileHeader, JournalWriter, Part};
 use crate::layout::Layout;
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::collections::{HashMap, HashSet};
@@ -109,9 +109,11 @@ pub fn recover(
             {
                 Step::Record { body, offset } => match Entry::parse(cursor.body(body)) {
                     Ok(entry) if entry.tag == header.tag_at(offset) => {
-                        replay
-                            .apply(&entry)
-                            .context(|| format!("replaying into channel {}", entry.id))?;
+                        for part in &entry.parts {
+                            replay
+                                .apply(part)
+                                .context(|| format!("replaying into channel {}", part.id))?;
+                        }
                         report.entries_replayed += 1;
                         continue;
                     }
@@ -243,7 +245,7 @@ struct Replay<'a> {
 }
 
 impl Replay<'_> {
-    fn apply(&mut self, entry: &Entry<'_>) -> io::Result<()> {
+    fn apply(&mut self, entry: &Part<'_>) -> io::Result<()> {
         let file = match self.open.get(entry.id) {
             Some(file) => file.clone(),
             None => {

@@ -139,9 +139,8 @@ pub enum Body<'a> {
     Stored {
         seq: u64,
         time_ms: u64,
-        key: &'a [u8],
+        key: StoredKey<'a>,
         id: MsgId,
-        len: u32,
     },
     /// A CryptPad metadata line: a JSON object (state) or `["CMD", args, time]`.
     Metadata { time_ms: u64, line: &'a [u8] },
@@ -158,9 +157,10 @@ impl<'a> Body<'a> {
     }
 
     /// A message's seq and key, inline or stored.
-    pub fn seq_and_key(&self) -> Option<(u64, &'a [u8])> {
+    pub fn seq_and_key(&self) -> Option<(u64, std::borrow::Cow<'a, [u8]>)> {
         match *self {
-            Body::Message { seq, key, .. } | Body::Stored { seq, key, .. } => Some((seq, key)),
+            Body::Message { seq, key, .. } => Some((seq, key.into())),
+            Body::Stored { seq, key, .. } => Some((seq, key.to_vec().into())),
             _ => None,
         }
     }
@@ -172,7 +172,12 @@ impl<'a> Body<'a> {
             kind @ (KIND_MESSAGE | KIND_STORED) => {
                 let seq = r.u64().ok_or(bad)?;
                 let time_ms = r.u64().ok_or(bad)?;
-                let key_len = r.u8().ok_or(bad)? as usize;
+                let key_form = r.u8().ok_or(bad)?;
+                if kind == KIND_STORED && key_form == KEY_HEX_DIGEST {
+                    let digest = r.bytes(HEX_DIGEST_BYTES).ok_or(bad)?;
+                    return stored(seq, time_ms, StoredKey::HexDigest(digest), r);
+                }
+                let key_len = key_form as usize;
                 if key_len > KEY_BYTES_MAX {
                     return Err("key longer than 64 bytes");
                 }
@@ -185,18 +190,7 @@ impl<'a> Body<'a> {
                         data: r.rest(),
                     });
                 }
-                let id = MsgId(r.bytes(MsgId::BYTES).ok_or(bad)?.try_into().unwrap());
-                let len = r.u32().ok_or(bad)?;
-                if !r.rest().is_empty() {
-                    return Err("trailing bytes in a stored message record");
-                }
-                Ok(Body::Stored {
-                    seq,
-                    time_ms,
-                    key,
-                    id,
-                    len,
-                })
+                stored(seq, time_ms, StoredKey::Raw(key), r)
             }
             KIND_METADATA => Ok(Body::Metadata {
                 time_ms: r.u64().ok_or(bad)?,
@@ -237,16 +231,22 @@ impl<'a> Body<'a> {
                 time_ms,
                 key,
                 id,
-                len,
             } => {
-                assert!(key.len() <= KEY_BYTES_MAX);
                 b.push(KIND_STORED);
                 b.extend_from_slice(&seq.to_le_bytes());
                 b.extend_from_slice(&time_ms.to_le_bytes());
-                b.push(key.len() as u8);
-                b.extend_from_slice(key);
+                match key {
+                    StoredKey::Raw(key) => {
+                        assert!(key.len() <= KEY_BYTES_MAX);
+                        b.push(key.len() as u8);
+                        b.extend_from_slice(key);
+                    }
+                    StoredKey::HexDigest(digest) => {
+                        b.push(KEY_HEX_DIGEST);
+                        b.extend_from_slice(digest);
+                    }
+                }
                 b.extend_from_slice(&id.0);
-                b.extend_from_slice(&len.to_le_bytes());
             }
             Body::Metadata { time_ms, line } => {
                 b.push(KIND_METADATA);
@@ -271,9 +271,86 @@ pub fn message_record_bytes(key_len: usize, data_len: usize) -> usize {
     record::FRAME_BYTES + 1 + 8 + 8 + 1 + key_len + data_len
 }
 
-/// The framed size of a stored message's record (its body in the message store).
+/// The framed size of a stored message's record (its body in the message store), at most.
 pub fn stored_record_bytes(key_len: usize) -> usize {
-    message_record_bytes(key_len, MsgId::BYTES + 4)
+    message_record_bytes(key_len, MsgId::BYTES)
+}
+
+/// A stored record's key-length byte saying the key is 32 lowercase hex digits (a
+/// content key), kept as the 16 bytes they spell: 16 bytes less per reference.
+const KEY_HEX_DIGEST: u8 = 0x80;
+const HEX_DIGEST_BYTES: usize = 16;
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A stored message's key as its record keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredKey<'a> {
+    Raw(&'a [u8]),
+    /// The 16 bytes whose lowercase hex is the key.
+    HexDigest(&'a [u8]),
+}
+
+impl<'a> StoredKey<'a> {
+    /// The compact form of `key` for `buf`-backed storage: hex digests shrink to their bytes.
+    pub fn of(key: &'a [u8], buf: &'a mut [u8; HEX_DIGEST_BYTES]) -> StoredKey<'a> {
+        let nibble = |c: u8| HEX.iter().position(|&h| h == c).map(|n| n as u8);
+        if key.len() == 2 * HEX_DIGEST_BYTES
+            && key
+                .chunks(2)
+                .enumerate()
+                .all(|(i, pair)| match (nibble(pair[0]), nibble(pair[1])) {
+                    (Some(hi), Some(lo)) => {
+                        buf[i] = hi << 4 | lo;
+                        true
+                    }
+                    _ => false,
+                })
+        {
+            return StoredKey::HexDigest(buf);
+        }
+        StoredKey::Raw(key)
+    }
+
+    /// The key as users see it.
+    pub fn to_vec(self) -> Vec<u8> {
+        match self {
+            StoredKey::Raw(key) => key.to_vec(),
+            StoredKey::HexDigest(digest) => hex(digest),
+        }
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 0xf)]);
+    }
+    out
+}
+
+fn stored<'a>(
+    seq: u64,
+    time_ms: u64,
+    key: StoredKey<'a>,
+    mut r: Reader<'a>,
+) -> Result<Body<'a>, &'static str> {
+    let id = MsgId(
+        r.bytes(MsgId::BYTES)
+            .ok_or("truncated record body")?
+            .try_into()
+            .unwrap(),
+    );
+    if !r.rest().is_empty() {
+        return Err("trailing bytes in a stored message record");
+    }
+    Ok(Body::Stored {
+        seq,
+        time_ms,
+        key,
+        id,
+    })
 }
 
 /// Reads only the key of the message record at `offset` (never its data): the key
@@ -287,6 +364,9 @@ pub fn read_message_key(file: &dyn StorageFile, offset: u64) -> io::Result<Vec<u
             0 => break,
             n => got += n,
         }
+    }
+    if got > HEX_DIGEST_BYTES && buf[0] == KEY_HEX_DIGEST {
+        return Ok(hex(&buf[1..1 + HEX_DIGEST_BYTES]));
     }
     let key_len = buf[0] as usize;
     if got == 0 || key_len > KEY_BYTES_MAX || 1 + key_len > got {

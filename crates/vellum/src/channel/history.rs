@@ -100,9 +100,10 @@ pub struct History {
     cursor: Option<Cursor>,
     remaining: usize,
     finished: bool,
-    /// Where stored messages' bodies are read from, into `body`.
+    /// Where stored messages' bodies are read from, into `body` (their keys into `key`).
     store: Arc<MessageStore>,
     body: Vec<u8>,
+    key: Vec<u8>,
 }
 
 /// Resolves `request` against a live channel's committed state.
@@ -165,6 +166,7 @@ pub(crate) fn plan(
         finished: false,
         store,
         body: Vec::new(),
+        key: Vec::new(),
     })
 }
 
@@ -221,6 +223,7 @@ impl History {
             finished,
             store,
             body: stored_body,
+            key: stored_key,
             ..
         } = self;
         if *remaining == 0 || *finished {
@@ -256,14 +259,10 @@ impl History {
                             time_ms,
                             key,
                             id,
-                            len,
                         }) => {
+                            *stored_key = key.to_vec();
                             *stored_body = match store.read(&id) {
-                                Ok(data) if data.len() == len as usize => data,
-                                Ok(_) => {
-                                    *finished = true;
-                                    return Err(corrupted(offset, "stored body of another length"));
-                                }
+                                Ok(data) => data,
                                 // Released by a rewrite that ran while this snapshot was read.
                                 Err(Error::UnknownMessage { .. }) => {
                                     *finished = true;
@@ -276,7 +275,7 @@ impl History {
                                     return Err(e);
                                 }
                             };
-                            (seq, time_ms, key, stored_body.as_slice())
+                            (seq, time_ms, stored_key.as_slice(), stored_body.as_slice())
                         }
                         _ => {
                             *finished = true;

@@ -420,7 +420,7 @@ pub fn load(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Presence> {
                                 "seq out of order",
                             )?;
                         }
-                        index.push(seq, offset, index.key_hash(key));
+                        index.push(seq, offset, index.key_hash(&key));
                         next_seq = seq + 1;
                     }
                     Ok(Body::Metadata { line, .. }) => {
