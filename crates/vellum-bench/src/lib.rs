@@ -6,6 +6,7 @@ mod store_writes;
 pub mod w1;
 pub mod w2;
 pub mod w3;
+pub mod w4;
 mod window;
 
 use std::path::PathBuf;

@@ -12,6 +12,8 @@ pub enum Workload {
     W2,
     /// Churn: 1 GiB of 4 KiB messages, a random 2/3 removed, compaction settles.
     W3,
+    /// Recovery: 1,000,000 messages published to 2 of 1,000 channels; clean and crash reopens.
+    W4,
 }
 
 #[derive(Args)]
@@ -41,6 +43,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::W1 => serde_json::to_value(vellum_bench::w1::run(&options)?)?,
         Workload::W2 => serde_json::to_value(vellum_bench::w2::run(&options)?)?,
         Workload::W3 => serde_json::to_value(vellum_bench::w3::run(&options)?)?,
+        Workload::W4 => {
+            let exe = std::env::current_exe()?;
+            serde_json::to_value(vellum_bench::w4::run(&options, &exe)?)?
+        }
     };
     if args.json {
         println!("{report}");
@@ -50,4 +56,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The part of a workload that runs in a child process (w4 writes, then aborts).
+#[derive(Args)]
+pub struct ChildArgs {
+    phase: ChildPhase,
+    #[arg(long)]
+    scale: f64,
+    /// The data directory itself.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ChildPhase {
+    W4Fill,
+    W4Abort,
+}
+
+pub fn run_child(args: ChildArgs) -> anyhow::Result<()> {
+    let options = BenchOptions {
+        scale: args.scale,
+        dir: Some(args.dir),
+    };
+    let phase = match args.phase {
+        ChildPhase::W4Fill => vellum_bench::w4::Phase::Fill,
+        ChildPhase::W4Abort => vellum_bench::w4::Phase::Abort,
+    };
+    vellum_bench::w4::child(phase, &options)
 }

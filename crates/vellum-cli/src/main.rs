@@ -18,8 +18,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a benchmark workload (w1, w2, w3) and print its figures.
+    /// Run a benchmark workload (w1, w2, w3, w4) and print its figures.
     Bench(bench::BenchArgs),
+    /// A workload's part that runs in a child process (used by `bench w4`).
+    #[command(hide = true)]
+    BenchChild(bench::ChildArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     raise_open_file_limit();
     match Cli::parse().command {
         Command::Bench(args) => bench::run(args),
+        Command::BenchChild(args) => bench::run_child(args),
     }
 }
 

@@ -29,18 +29,32 @@ pub struct Index {
     hasher: RandomState,
 }
 
+/// Ids hash as one 128-bit integer (no length prefix, unlike a byte array).
+fn hash_id(hasher: &RandomState, id: &MsgId) -> u64 {
+    hasher.hash_one(u128::from_le_bytes(id.0))
+}
+
 fn at(chunks: &[Vec<Entry>], pos: u32) -> &Entry {
     let pos = pos as usize;
     &chunks[pos / CHUNK_ENTRIES][pos % CHUNK_ENTRIES]
 }
 
 impl Index {
+    /// An index with room for `entries` without growing its table.
+    pub fn with_capacity(entries: usize) -> Index {
+        Index {
+            table: HashTable::with_capacity(entries),
+            chunks: Vec::with_capacity(entries.div_ceil(CHUNK_ENTRIES)),
+            ..Index::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
 
     fn hash(&self, id: &MsgId) -> u64 {
-        self.hasher.hash_one(id.0)
+        hash_id(&self.hasher, id)
     }
 
     fn position(&self, id: &MsgId) -> Option<u32> {
@@ -71,13 +85,13 @@ impl Index {
         let hash = self.hash(&entry.id);
         let (chunks, hasher) = (&self.chunks, &self.hasher);
         self.table
-            .insert_unique(hash, pos, |&p| hasher.hash_one(at(chunks, p).id.0));
+            .insert_unique(hash, pos, |&p| hash_id(hasher, &at(chunks, p).id));
     }
 
     /// Removes `id`'s entry and returns it. The last entry moves into its place.
     pub fn remove(&mut self, id: &MsgId) -> Option<Entry> {
         let chunks = &self.chunks;
-        let hash = self.hasher.hash_one(id.0);
+        let hash = hash_id(&self.hasher, id);
         let slot = self
             .table
             .find_entry(hash, |&pos| at(chunks, pos).id == *id)
@@ -98,7 +112,7 @@ impl Index {
             std::mem::replace(&mut self.chunks[p / CHUNK_ENTRIES][p % CHUNK_ENTRIES], last);
         let moved = self
             .table
-            .find_mut(self.hasher.hash_one(last.id.0), |&q| q == last_pos)
+            .find_mut(hash_id(&self.hasher, &last.id), |&q| q == last_pos)
             .expect("every entry has a slot");
         *moved = pos;
         Some(removed)

@@ -176,15 +176,16 @@ fn dirty(
         *refs = refs.saturating_add(count);
     })?;
     wanted.retain(|_, count| *count > 0);
-    let mut index = Index::default();
+    let mut index = Index::with_capacity(wanted.len());
     let mut valid: BTreeMap<u32, u64> = BTreeMap::new();
     for ((number, _), scan) in listing.segments.iter().zip(&scans) {
         report.segments_scanned += 1;
         report.records_scanned += scan.records.len() as u64;
         for &(id, offset, size) in &scan.records {
-            // The first intact copy wins; later ones (left by a compaction) are garbage.
-            match wanted.get(&id) {
-                Some(&refs) if index.get(&id).is_none() => {
+            // The first intact copy claims the id's references; later copies (left by
+            // a compaction) and unreferenced records are garbage.
+            match wanted.remove(&id) {
+                Some(refs) => {
                     index.insert(Entry {
                         id,
                         segment: *number,
@@ -194,19 +195,15 @@ fn dirty(
                     });
                     *valid.entry(*number).or_default() += u64::from(size);
                 }
-                _ => report.unreferenced += 1,
+                None => report.unreferenced += 1,
             }
         }
     }
-    for id in wanted.keys() {
-        if index.get(id).is_none() {
-            report.missing_count += 1;
-            if report.missing.len() < MISSING_LISTED_MAX {
-                report.missing.push(*id);
-            }
-        }
-    }
+    // What no segment held.
+    report.missing_count = wanted.len() as u64;
+    report.missing = wanted.into_keys().collect();
     report.missing.sort();
+    report.missing.truncate(MISSING_LISTED_MAX);
     let mut segments = BTreeMap::new();
     let mut next_number = 1;
     for ((number, path), scan) in listing.segments.iter().zip(scans) {

@@ -158,7 +158,7 @@ fn decode(bytes: &[u8]) -> Result<Loaded, &'static str> {
     if entries.saturating_mul(ENTRY_BYTES) > body.len() {
         return Err(truncated);
     }
-    let mut index = Index::default();
+    let mut index = Index::with_capacity(entries);
     let mut valid: BTreeMap<u32, u64> = BTreeMap::new();
     for _ in 0..entries {
         let id = MsgId(r.bytes(16).ok_or(truncated)?.try_into().unwrap());
