@@ -13,6 +13,7 @@ const VERSION: u32 = 2;
 pub const HEADER_BYTES: u64 = 32;
 const KIND_CHANNEL_WRITE: u8 = 16;
 const KIND_CHANNEL_WRITES: u8 = 17;
+const KIND_END: u8 = 18;
 const SUFFIX: &str = ".wal";
 /// A zero-filled, synced journal file waiting to become the next journal file.
 pub const PREPARED: &str = "prepared.tmp";
@@ -38,10 +39,27 @@ pub struct Entry<'a> {
 }
 
 impl Entry<'_> {
+    /// The entry a clean close writes last: nothing follows it.
+    pub fn end(tag: u64) -> Entry<'static> {
+        Entry {
+            tag,
+            parts: Vec::new(),
+        }
+    }
+
+    /// Whether this is the end entry of a clean close.
+    pub fn is_end(&self) -> bool {
+        self.parts.is_empty()
+    }
+
     /// Appends this entry, framed, to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         record::encode_with(out, |b| {
             b.extend_from_slice(&self.tag.to_le_bytes());
+            if self.parts.is_empty() {
+                b.push(KIND_END);
+                return;
+            }
             if let [part] = self.parts.as_slice() {
                 b.push(KIND_CHANNEL_WRITE);
                 b.push(part.id.len() as u8);
@@ -90,6 +108,7 @@ impl Entry<'_> {
                 }
                 parts
             }
+            KIND_END => Vec::new(),
             _ => return Err("unknown journal entry kind"),
         };
         Ok(Entry { tag, parts })

@@ -108,6 +108,8 @@ pub fn recover(
                 .context(|| format!("reading {}", path.display()))?
             {
                 Step::Record { body, offset } => match Entry::parse(cursor.body(body)) {
+                    // A clean close ended the journal here.
+                    Ok(entry) if entry.tag == header.tag_at(offset) && entry.is_end() => break,
                     Ok(entry) if entry.tag == header.tag_at(offset) => {
                         for part in &entry.parts {
                             replay
