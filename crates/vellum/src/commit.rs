@@ -692,7 +692,11 @@ impl CommitLoop {
         }
         self.buf.clear();
         Entry::end(self.journal.tag_after(0)).encode_into(&mut self.buf);
-        if let Err(e) = self.journal.append(&self.buf).and_then(|()| self.journal.file().sync_data()) {
+        if let Err(e) = self
+            .journal
+            .append(&self.buf)
+            .and_then(|()| self.journal.file().sync_data())
+        {
             tracing::warn!(error = %e, "could not mark the journal's clean end");
         }
     }

@@ -55,8 +55,13 @@ fn options() -> Options {
     Options {
         // Small, so that journal files rotate (and checkpoints run) during a run.
         journal_bytes_max: 64 * 1024,
-        // About a fifth of the messages have their bodies in the message store.
+        // About a fifth of the messages have their bodies in the message store, whose
+        // small segments roll and get compacted (in the background) during a run.
         embed_bytes_max: 1500,
+        store: vellum::StoreOptions {
+            segment_bytes_max: 4 * 1024,
+            ..vellum::StoreOptions::default()
+        },
         ..common::options()
     }
 }
