@@ -1,11 +1,10 @@
 //! Writing many messages to a `MessageStore` with a fixed number in flight (w2, w3).
 
-use crate::window::Window;
-use parking_lot::Mutex;
+use crate::window::{Outcomes, Window};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vellum::{Durability, MessageStore, MsgId};
+use vellum::{MessageStore, MsgId};
 
 /// Threads submitting writes; each keeps `in_flight / SUBMITTERS` in flight.
 const SUBMITTERS: usize = 2;
@@ -31,8 +30,7 @@ pub fn write_all(
     bytes: usize,
     in_flight: usize,
 ) -> anyhow::Result<Written> {
-    let latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(ids.len())));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let outcomes = Outcomes::default();
     let started = Instant::now();
     std::thread::scope(|s| {
         for (t, share) in ids
@@ -40,39 +38,19 @@ pub fn write_all(
             .enumerate()
         {
             let window = Arc::new(Window::new(in_flight / SUBMITTERS));
-            let (latencies, failures) = (latencies.clone(), failures.clone());
+            let outcomes = outcomes.clone();
             s.spawn(move || {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + t as u64);
                 let mut data = vec![0u8; bytes];
                 for id in share {
                     rng.fill(&mut data[..]);
-                    window.acquire();
-                    let submitted = Instant::now();
-                    let (lat, fail, win) = (latencies.clone(), failures.clone(), window.clone());
-                    let queued = store.write_with(&[(*id, &data)], move |result| {
-                        match result {
-                            Ok(Durability::Fsynced) => {
-                                lat.lock().push(submitted.elapsed().as_micros() as u32)
-                            }
-                            Ok(_) => fail.lock().push("confirmed below Fsync".into()),
-                            Err(e) => fail.lock().push(e.to_string()),
-                        }
-                        win.release();
-                    });
-                    if let Err(e) = queued {
-                        failures.lock().push(e.to_string());
-                        window.release();
-                    }
+                    outcomes.submit(&window, |done| store.write_with(&[(*id, &data)], done));
                 }
                 window.wait_all();
             });
         }
     });
     let elapsed = started.elapsed();
-    if let Some(e) = failures.lock().first() {
-        anyhow::bail!("a write failed: {e}");
-    }
-    let latencies = std::mem::take(&mut *latencies.lock());
-    anyhow::ensure!(latencies.len() == ids.len(), "lost confirms");
+    let latencies = outcomes.into_latencies(ids.len())?;
     Ok(Written { elapsed, latencies })
 }

@@ -4,13 +4,12 @@
 
 use crate::BenchOptions;
 use crate::stats::{per_second, percentile_us};
-use crate::window::Window;
-use parking_lot::Mutex;
+use crate::window::{Outcomes, Window};
 use rand::{Rng, SeedableRng};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
-use vellum::{Durability, NewMessage, Options, ReadRequest, SyncPolicy, Vellum};
+use vellum::{NewMessage, Options, ReadRequest, SyncPolicy, Vellum};
 
 pub const CHANNELS: usize = 1_000;
 pub const MESSAGES: usize = 1_000_000;
@@ -55,14 +54,13 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
     );
 
     // Phase 1: concurrent appends.
-    let latencies = Arc::new(Mutex::new(Vec::<u32>::with_capacity(messages)));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let outcomes = Outcomes::default();
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..SUBMITTERS {
             let window = Arc::new(Window::new(IN_FLIGHT / SUBMITTERS));
             let (store, names) = (store.clone(), channel_names.clone());
-            let (latencies, failures) = (latencies.clone(), failures.clone());
+            let outcomes = outcomes.clone();
             let share = messages / SUBMITTERS + usize::from(t < messages % SUBMITTERS);
             s.spawn(move || {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64);
@@ -70,35 +68,18 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W1Report> {
                 for _ in 0..share {
                     rng.fill(&mut data[..]);
                     let channel = &names[rng.random_range(0..names.len())];
-                    window.acquire();
-                    let submitted = Instant::now();
-                    let (lat, fail, win) = (latencies.clone(), failures.clone(), window.clone());
-                    let queued =
+                    outcomes.submit(&window, |done| {
                         store.append_with(channel, &[NewMessage::new(&data)], move |result| {
-                            match result {
-                                Ok(acks) if acks[0].durability == Durability::Fsynced => {
-                                    lat.lock().push(submitted.elapsed().as_micros() as u32)
-                                }
-                                Ok(_) => fail.lock().push("acknowledged below Fsync".into()),
-                                Err(e) => fail.lock().push(e.to_string()),
-                            }
-                            win.release();
-                        });
-                    if let Err(e) = queued {
-                        failures.lock().push(e.to_string());
-                        window.release();
-                    }
+                            done(result.map(|acks| acks[0].durability))
+                        })
+                    });
                 }
                 window.wait_all();
             });
         }
     });
     let append_elapsed = started.elapsed();
-    if let Some(e) = failures.lock().first() {
-        anyhow::bail!("an append failed: {e}");
-    }
-    let mut latencies = std::mem::take(&mut *latencies.lock());
-    anyhow::ensure!(latencies.len() == messages, "lost acknowledgements");
+    let mut latencies = outcomes.into_latencies(messages)?;
 
     // Phase 2: read every channel in full.
     let started = Instant::now();
