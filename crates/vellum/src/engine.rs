@@ -6,7 +6,7 @@ use crate::channel::history::{self, History, ReadRequest};
 use crate::channel::id::{ChannelId, id_of_file_name};
 use crate::channel::log::{Channel, Files, Live, LoadContext, LostLog, LostRange, Presence, State};
 use crate::channel::metadata::{self, Metadata};
-use crate::channel::rewrite;
+use crate::channel::rewrite::{self, Bodies};
 use crate::commit::{ChannelWrite, CommitStats, Committer, Job, Settings};
 use crate::error::{Error, IoContext, Result};
 use crate::eviction::{self, EvictionReport};
@@ -466,7 +466,8 @@ impl Vellum {
             &id,
             |id, state| Ok(live_or_error(id, state)?.next_seq),
             |inner, id, state, first_seq| {
-                let dropped = rewrite::rewrite(inner, id, state, |_| false, first_seq)?;
+                let dropped =
+                    rewrite::rewrite(inner, id, state, |_| false, first_seq, Bodies::Referenced)?;
                 inner.release(dropped);
                 Ok(())
             },
@@ -486,7 +487,14 @@ impl Vellum {
             },
             |inner, id, state, (keep_from, first_seq)| {
                 let copy = rewrite::backup(inner, id, live_or_error(id, state)?)?;
-                match rewrite::rewrite(inner, id, state, |pos| pos >= keep_from, first_seq) {
+                match rewrite::rewrite(
+                    inner,
+                    id,
+                    state,
+                    |pos| pos >= keep_from,
+                    first_seq,
+                    Bodies::Referenced,
+                ) {
                     Ok(dropped) => {
                         inner.release(dropped);
                         Ok(())
@@ -516,7 +524,14 @@ impl Vellum {
                 Ok((select(id, live, which)?, live.header.first_seq))
             },
             |inner, id, state, (victim, first_seq)| {
-                let dropped = rewrite::rewrite(inner, id, state, |pos| pos != victim, first_seq)?;
+                let dropped = rewrite::rewrite(
+                    inner,
+                    id,
+                    state,
+                    |pos| pos != victim,
+                    first_seq,
+                    Bodies::Referenced,
+                )?;
                 inner.release(dropped);
                 Ok(())
             },

@@ -196,12 +196,19 @@ fn rewrites_release_references_and_copies_keep_them() {
     assert_exact(&store, "cleared");
     store.remove("other").unwrap();
     assert_exact(&store, "other removed");
-    // Archived channels keep their references; deleting the archive releases them.
+    // An archived channel is self-contained: its bodies are inlined and released.
+    store.append("arch", b"small").unwrap();
     store.append("arch", &big(11, 5000)).unwrap();
+    let before = store.stats().message_store.messages;
     store.archive("arch", "test").unwrap();
+    assert_eq!(store.stats().message_store.messages, before - 1);
     assert_exact(&store, "archived");
     store.restore("arch").unwrap();
-    assert_eq!(messages(&store, "arch")[0].2, big(11, 5000));
+    let restored = messages(&store, "arch");
+    assert_eq!(
+        (restored[0].2.as_slice(), restored[1].2.clone()),
+        (&b"small"[..], big(11, 5000))
+    );
     store.archive("arch", "test").unwrap();
     store.remove_archived("arch").unwrap();
     assert_exact(&store, "archive removed");
@@ -236,4 +243,53 @@ fn an_unclean_open_recounts_references_from_the_channel_files() {
     assert_eq!(messages(&store, "keep").len(), 6);
     assert_eq!(messages(&store, "third")[0].2, big(42, 8000));
     assert!(messages(&store, "drop").is_empty());
+}
+
+#[test]
+fn a_fan_out_message_reads_back_from_an_old_segment_beside_the_current_one() {
+    let sim = SimStorage::new();
+    provision(&sim);
+    let opts = Options {
+        store: vellum::StoreOptions {
+            segment_bytes_max: 16 * 1024,
+            ..vellum::StoreOptions::default()
+        },
+        ..options()
+    };
+    let store = open_with(&sim, opts.clone());
+    let fan = big(1, 6000);
+    store.publish(&["fan-a", "fan-b"], &fan).unwrap();
+    // Enough other bodies to roll the store past the fan-out message's segment.
+    for i in 0..10u8 {
+        store.append("filler", &big(100 + i, 6000)).unwrap();
+    }
+    let newest = big(2, 7000);
+    store.append("fan-a", &newest).unwrap();
+    assert!(store.stats().message_store.segments >= 3);
+    let read = |store: &Vellum| {
+        (
+            messages(store, "fan-a")
+                .into_iter()
+                .map(|m| m.2)
+                .collect::<Vec<_>>(),
+            messages(store, "fan-b")
+                .into_iter()
+                .map(|m| m.2)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let want = (vec![fan.clone(), newest.clone()], vec![fan.clone()]);
+    assert_eq!(read(&store), want);
+    // And after compaction moves the old segment's survivors, and a clean reopen.
+    store.clear("filler").unwrap();
+    store.compact_message_store().unwrap();
+    assert!(
+        store.stats().message_store.compactions > 0
+            || store.stats().message_store.segments_deleted > 0
+    );
+    assert_eq!(read(&store), want);
+    assert_exact(&store, "compacted");
+    drop(store);
+    let store = open_with(&sim, opts);
+    assert_eq!(read(&store), want);
 }

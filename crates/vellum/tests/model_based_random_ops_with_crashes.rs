@@ -26,6 +26,7 @@ mod common;
 
 use common::{ROOT, archive_path, content_key, live_path};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -47,6 +48,8 @@ const IDS: [&str; 4] = [
     "Zq3+mEwZJm0bLu9G4vA7Kk2lqB-bQ8yH7nJ5sTcP1w==",
 ];
 const SEEDS: u64 = 150;
+/// Messages at least this long keep their bodies in the message store.
+const EMBED_BYTES_MAX: usize = 1500;
 const OPS: usize = 150;
 /// A seed run that takes longer than this is reported as hung.
 const SEED_TIMEOUT: Duration = Duration::from_secs(120);
@@ -57,7 +60,7 @@ fn options() -> Options {
         journal_bytes_max: 64 * 1024,
         // About a fifth of the messages have their bodies in the message store, whose
         // small segments roll and get compacted (in the background) during a run.
-        embed_bytes_max: 1500,
+        embed_bytes_max: EMBED_BYTES_MAX,
         store: vellum::StoreOptions {
             segment_bytes_max: 4 * 1024,
             ..vellum::StoreOptions::default()
@@ -80,6 +83,9 @@ struct Msg {
     key: Vec<u8>,
     data: Vec<u8>,
     position: Option<Position>,
+    /// Its body lives in the message store (it was appended at least
+    /// `EMBED_BYTES_MAX` long and no archive has inlined it since).
+    stored: bool,
 }
 
 impl PartialEq for Msg {
@@ -355,6 +361,8 @@ enum Op {
     Archive(&'static str, String),
     Restore(&'static str),
     RemoveArchived(&'static str),
+    /// One message to several channels, all or none.
+    Publish(Vec<&'static str>, Vec<u8>),
 }
 
 impl Op {
@@ -370,11 +378,13 @@ impl Op {
             | Op::Archive(id, _)
             | Op::Restore(id)
             | Op::RemoveArchived(id) => id,
+            Op::Publish(ids, _) => ids[0],
         }
     }
 
     fn describe(&self) -> String {
         match self {
+            Op::Publish(ids, data) => format!("publish {}B to {ids:?}", data.len()),
             Op::Append(id, batch) => {
                 let parts: Vec<String> = batch
                     .iter()
@@ -402,6 +412,9 @@ enum Done {
 
 /// The model's prediction for `op`: the next model and the result, or the refusal.
 fn predict(model: &Model, op: &Op) -> (Model, Result<Option<bool>, Fail>) {
+    if let Op::Publish(ids, data) = op {
+        return predict_publish(model, ids, data);
+    }
     let mut next = model.clone();
     let id = op.channel();
     let slot = next.slots.get_mut(id).unwrap();
@@ -429,6 +442,7 @@ fn predict(model: &Model, op: &Op) -> (Model, Result<Option<bool>, Fail>) {
                     key: m.key.clone().unwrap_or_else(|| content_key(&m.data)),
                     data: m.data.clone(),
                     position: None,
+                    stored: m.data.len() >= EMBED_BYTES_MAX,
                 });
                 chan.next_seq += 1;
             }
@@ -501,9 +515,16 @@ fn predict(model: &Model, op: &Op) -> (Model, Result<Option<bool>, Fail>) {
         }
         Op::Archive(_, reason) => {
             live(slot)?;
-            let Slot::Live(chan) = std::mem::replace(slot, Slot::Absent) else {
+            let Slot::Live(mut chan) = std::mem::replace(slot, Slot::Absent) else {
                 unreachable!()
             };
+            // Stored bodies are inlined first: a rewrite, which moves every message.
+            if chan.messages.iter().any(|m| m.stored) {
+                chan.rewritten(stale);
+                for m in &mut chan.messages {
+                    m.stored = false;
+                }
+            }
             *slot = Slot::Archived(chan, reason.clone());
             Ok(None)
         }
@@ -528,11 +549,68 @@ fn predict(model: &Model, op: &Op) -> (Model, Result<Option<bool>, Fail>) {
                 Err(Fail::NotArchived)
             }
         },
+        Op::Publish(..) => unreachable!("predicted by predict_publish"),
     })();
     match result {
         Ok(v) => (next, Ok(v)),
         Err(fail) => (model.clone(), Err(fail)),
     }
+}
+
+/// The model after only the first step of `op`, when it is an archive that inlines
+/// stored bodies (a rewrite that keeps every message); `None` for any other op.
+fn inlined_before_archive(before: &Model, op: &Op) -> Option<Model> {
+    let Op::Archive(id, _) = op else {
+        return None;
+    };
+    let mut inlined = before.clone();
+    let stale = inlined.stale.get_mut(id).unwrap();
+    let Some(Slot::Live(chan)) = inlined.slots.get_mut(id) else {
+        return None;
+    };
+    if !chan.messages.iter().any(|m| m.stored) {
+        return None;
+    }
+    chan.rewritten(stale);
+    for m in &mut chan.messages {
+        m.stored = false;
+    }
+    Some(inlined)
+}
+
+/// A publish: refused when a channel is archived (the first in id order, as the store
+/// takes their locks), else one message appended to every channel, created if missing.
+fn predict_publish(
+    model: &Model,
+    ids: &[&'static str],
+    data: &[u8],
+) -> (Model, Result<Option<bool>, Fail>) {
+    let mut next = model.clone();
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    for id in sorted {
+        if let Slot::Archived(_, reason) = &model.slots[id] {
+            return (next, Err(Fail::Archived(reason.clone())));
+        }
+    }
+    for id in ids {
+        let slot = next.slots.get_mut(id).unwrap();
+        if let Slot::Absent = slot {
+            *slot = Slot::Live(Chan::new(Map::new()));
+        }
+        let Slot::Live(chan) = slot else {
+            unreachable!()
+        };
+        chan.messages.push(Msg {
+            seq: chan.next_seq,
+            key: content_key(data),
+            data: data.to_vec(),
+            position: None,
+            stored: data.len() >= EMBED_BYTES_MAX,
+        });
+        chan.next_seq += 1;
+    }
+    (next, Ok(None))
 }
 
 fn execute(store: &Vellum, op: &Op) -> vellum::Result<Done> {
@@ -563,6 +641,7 @@ fn execute(store: &Vellum, op: &Op) -> vellum::Result<Done> {
         Op::Archive(id, reason) => Done::Unit.tap(store.archive(id, reason))?,
         Op::Restore(id) => Done::Unit.tap(store.restore(id))?,
         Op::RemoveArchived(id) => Done::Unit.tap(store.remove_archived(id))?,
+        Op::Publish(ids, data) => Done::Appended(store.publish(ids, data)?),
     })
 }
 
@@ -605,6 +684,29 @@ fn check_done(
                 }
                 if *epoch.get_or_insert(ack.position.epoch) != ack.position.epoch {
                     return Err("one batch, two epochs".into());
+                }
+                m.position = Some(ack.position);
+            }
+            Ok(())
+        }
+        (Done::Appended(acks), Op::Publish(ids, _)) => {
+            if acks.len() != ids.len() {
+                return Err(format!(
+                    "{} acks for a publish to {} channels",
+                    acks.len(),
+                    ids.len()
+                ));
+            }
+            for (ack, id) in acks.iter().zip(ids) {
+                let Slot::Live(chan) = next.slots.get_mut(id).unwrap() else {
+                    return Err(format!("publish acknowledged, model has no live {id}"));
+                };
+                let m = chan.messages.last_mut().expect("the published message");
+                if (ack.seq, &ack.key) != (m.seq, &m.key) || ack.durability != Durability::Fsynced {
+                    return Err(format!(
+                        "publish ack {ack:?} for {id}, model expects #{}",
+                        m.seq
+                    ));
                 }
                 m.position = Some(ack.position);
             }
@@ -657,7 +759,8 @@ fn compare_messages(what: &str, got: &[vellum::Message], want: &[Msg]) -> Result
                     seq: g.seq,
                     key: g.key.clone(),
                     data: g.data.clone(),
-                    position: None
+                    position: None,
+                    stored: false,
                 },
                 (g.position.epoch, g.position.offset)
             )
@@ -987,7 +1090,13 @@ impl Gen {
     fn op(&mut self, model: &Model) -> Op {
         let id = self.id();
         match self.rng.random_range(0..100) {
-            0..=29 => Op::Append(id, vec![self.new_msg()]),
+            0..=23 => Op::Append(id, vec![self.new_msg()]),
+            24..=29 => {
+                let mut ids = IDS.to_vec();
+                ids.shuffle(&mut self.rng);
+                ids.truncate(self.rng.random_range(2..=IDS.len()));
+                Op::Publish(ids, self.data())
+            }
             30..=44 => {
                 let n = self.rng.random_range(1..=5);
                 Op::Append(id, (0..n).map(|_| self.new_msg()).collect())
@@ -1193,6 +1302,7 @@ fn kind(op: &Op) -> &'static str {
         Op::Archive(..) => "archive",
         Op::Restore(_) => "restore",
         Op::RemoveArchived(_) => "remove archived",
+        Op::Publish(..) => "publish",
     }
 }
 
@@ -1398,8 +1508,14 @@ impl Run {
             ),
         }
         let mut model = self.model.clone();
-        if let Err(e) = check_channel(self.store(), &self.sim, &mut model, id) {
-            self.fail(step, &e);
+        let touched = match op {
+            Op::Publish(ids, _) => ids.clone(),
+            _ => vec![id],
+        };
+        for id in touched {
+            if let Err(e) = check_channel(self.store(), &self.sim, &mut model, id) {
+                self.fail(step, &e);
+            }
         }
         self.model = model;
     }
@@ -1461,7 +1577,16 @@ impl Run {
             }
             Err(against_done) => {
                 let mut not_done = before.clone();
-                match check_all(self.store(), &self.sim, &mut not_done) {
+                let mut checked = check_all(self.store(), &self.sim, &mut not_done);
+                if checked.is_err()
+                    && let Some(mut inlined) = inlined_before_archive(&before, op)
+                {
+                    // An archive inlines stored bodies with a rewrite first: a crash
+                    // after it leaves the channel live, same messages, new positions.
+                    checked = check_all(self.store(), &self.sim, &mut inlined);
+                    not_done = inlined;
+                }
+                match checked {
                     Ok(()) => {
                         self.tally.interrupted_not_done += 1;
                         self.model = not_done;

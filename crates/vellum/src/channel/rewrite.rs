@@ -94,15 +94,26 @@ fn copy_file(inner: &Inner, source: &Path, target: &Path, len: u64) -> Result<()
     inner.storage.rename(&tmp, target).context(context)
 }
 
+/// What a rewrite does with the bodies of the stored messages it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bodies {
+    /// Their records keep referring to the message store.
+    Referenced,
+    /// Their bodies are copied in from the store (an archive is self-contained).
+    Inline,
+}
+
 /// Replaces the channel's file with one holding its folded metadata and the messages
 /// whose index position `keep` accepts, under a new epoch; then reloads the state.
-/// Returns the store ids of the stored messages it dropped, for the caller to release.
+/// Returns the store ids the file no longer references (the stored messages it
+/// dropped, and with `Bodies::Inline` those it inlined), for the caller to release.
 pub fn rewrite(
     inner: &Inner,
     id: &ChannelId,
     state: &mut State,
     keep: impl Fn(usize) -> bool,
     first_seq: u64,
+    bodies: Bodies,
 ) -> Result<Vec<MsgId>> {
     let Presence::Live(live) = &state.presence else {
         unreachable!("rewrite of a live channel")
@@ -141,10 +152,38 @@ pub fn rewrite(
             match cursor.next().context(context)? {
                 Step::Record { body, .. } => {
                     if Body::is_message(cursor.body(body.clone())) {
-                        if keep(pos) {
-                            buf.extend_from_slice(cursor.framed(body));
-                        } else if let Ok(Body::Stored { id, .. }) = Body::parse(cursor.body(body)) {
-                            dropped.push(id);
+                        let stored = match Body::parse(cursor.body(body.clone())) {
+                            Ok(Body::Stored {
+                                seq,
+                                time_ms,
+                                key,
+                                id,
+                            }) => Some((seq, time_ms, key.to_vec(), id)),
+                            _ => None,
+                        };
+                        match stored {
+                            Some((seq, time_ms, key, id))
+                                if keep(pos) && bodies == Bodies::Inline =>
+                            {
+                                let data = match inner.store.read(&id) {
+                                    Ok(data) => data,
+                                    Err(e) => {
+                                        let _ = inner.storage.remove_file(&tmp);
+                                        return Err(e);
+                                    }
+                                };
+                                Body::Message {
+                                    seq,
+                                    time_ms,
+                                    key: &key,
+                                    data: &data,
+                                }
+                                .encode_into(&mut buf);
+                                dropped.push(id);
+                            }
+                            _ if keep(pos) => buf.extend_from_slice(cursor.framed(body)),
+                            Some((.., id)) => dropped.push(id),
+                            None => {}
                         }
                         pos += 1;
                     }
@@ -200,8 +239,18 @@ pub fn remove(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
     Ok(())
 }
 
-/// Marks the file with the reason, then moves it into the archive (replacing an older archived copy).
+/// Marks the file with the reason, then moves it into the archive (replacing an older
+/// archived copy). A file holding stored messages is first rewritten with their bodies
+/// inline, so an archived channel is self-contained; their references are released.
 pub fn archive(inner: &Inner, id: &ChannelId, state: &mut State, reason: &str) -> Result<()> {
+    if !refs::stored_ids(&*inner.storage, &id.file_in(&inner.layout.channels))?.is_empty() {
+        let Presence::Live(live) = &state.presence else {
+            unreachable!("archive of a live channel")
+        };
+        let first_seq = live.header.first_seq;
+        let inlined = rewrite(inner, id, state, |_| true, first_seq, Bodies::Inline)?;
+        inner.release(inlined);
+    }
     let Presence::Live(live) = &state.presence else {
         unreachable!("archive of a live channel")
     };
