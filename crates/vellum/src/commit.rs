@@ -752,11 +752,13 @@ impl CommitLoop {
 }
 
 fn run_checkpoints(shared: &Shared, jobs: mpsc::Receiver<CheckpointJob>) {
+    delete_retired(shared);
     prepare_journal(shared);
     for job in jobs {
         if let Err(e) = checkpoint(shared, &job) {
             shared.poison(format!("checkpoint failed: {e}"));
         }
+        delete_retired(shared);
         shared.stats.lock().checkpoints += 1;
         {
             let mut c = shared.checkpoints.lock();
@@ -764,6 +766,15 @@ fn run_checkpoints(shared: &Shared, jobs: mpsc::Receiver<CheckpointJob>) {
             shared.checkpoint_done.notify_all();
         }
         prepare_journal(shared);
+    }
+}
+
+/// Deletes retired journal files. Failing here costs only space (they are deleted at
+/// the next try), so it is logged, not poison.
+fn delete_retired(shared: &Shared) {
+    let files = &shared.settings.files;
+    if let Err(e) = journal::delete_retired(&*files.storage, &files.layout.journal) {
+        tracing::warn!(error = %e, "could not delete retired journal files");
     }
 }
 

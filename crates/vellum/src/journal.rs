@@ -15,6 +15,8 @@ const KIND_CHANNEL_WRITE: u8 = 16;
 const KIND_CHANNEL_WRITES: u8 = 17;
 const KIND_END: u8 = 18;
 const SUFFIX: &str = ".wal";
+/// A retired journal file waiting to be deleted.
+const RETIRED_SUFFIX: &str = ".retired";
 /// A zero-filled, synced journal file waiting to become the next journal file.
 pub const PREPARED: &str = "prepared.tmp";
 /// A journal file being zero-filled.
@@ -403,8 +405,10 @@ fn is_current_at(
 
 /// Retires the journal file at `path`, whose entries are all durable elsewhere: it
 /// becomes the next prepared file when none is waiting and it has room for
-/// `entry_bytes` of entries (§3.1 recycling), and is deleted otherwise. The caller
-/// fsyncs `dir`. Returns whether the file was recycled.
+/// `entry_bytes` of entries (§3.1 recycling); otherwise it is renamed `*.retired`,
+/// for [`delete_retired`] to delete in the background (unlinking a 64 MiB file takes
+/// tens of milliseconds, which an open should not wait for). The caller fsyncs `dir`.
+/// Returns whether the file was recycled.
 pub fn retire(
     storage: &dyn Storage,
     dir: &Path,
@@ -419,9 +423,25 @@ pub fn retire(
     if recycle {
         storage.rename(path, &prepared)?;
     } else {
-        storage.remove_file(path)?;
+        storage.rename(path, &crate::storage::with_suffix(path, RETIRED_SUFFIX))?;
     }
     Ok(recycle)
+}
+
+/// Deletes the retired journal files in `dir` (never replayed: their names no longer
+/// end in `.wal`) and fsyncs it. Returns how many there were.
+pub fn delete_retired(storage: &dyn Storage, dir: &Path) -> io::Result<usize> {
+    let mut deleted = 0;
+    for name in storage.list_dir(dir)? {
+        if name.ends_with(RETIRED_SUFFIX) {
+            storage.remove_file(&dir.join(name))?;
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        storage.sync_dir(dir)?;
+    }
+    Ok(deleted)
 }
 
 /// An LSN above every LSN an entry in `prepared.tmp` could carry: a recycled file keeps

@@ -177,7 +177,7 @@ fn dirty(
     })?;
     wanted.retain(|_, count| *count > 0);
     let mut index = Index::with_capacity(wanted.len());
-    let mut valid: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut valid: HashMap<u32, u64> = HashMap::new();
     for ((number, _), scan) in listing.segments.iter().zip(&scans) {
         report.segments_scanned += 1;
         report.records_scanned += scan.records.len() as u64;

@@ -8,7 +8,7 @@ use super::segment::Listing;
 use crate::error::{IoContext, Result};
 use crate::record::Reader;
 use crate::storage::{OpenMode, Storage};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"VELLUMSS";
@@ -159,7 +159,8 @@ fn decode(bytes: &[u8]) -> Result<Loaded, &'static str> {
         return Err(truncated);
     }
     let mut index = Index::with_capacity(entries);
-    let mut valid: BTreeMap<u32, u64> = BTreeMap::new();
+    // Per-segment sums over a million entries: a hash map, not a tree.
+    let mut valid: HashMap<u32, u64> = HashMap::new();
     for _ in 0..entries {
         let id = MsgId(r.bytes(16).ok_or(truncated)?.try_into().unwrap());
         let entry = Entry {
