@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Index entries switched to the output per hold of the store's lock.
+const SWITCH_BATCH: usize = 4096;
 /// Output bytes gathered before one `pwrite`.
 const WRITE_BATCH_BYTES: usize = 1 << 20;
 /// How often the background compactor looks even when nothing woke it.
@@ -274,8 +276,29 @@ fn copy(shared: &Shared, inputs: &[Input], output: u32) -> Result<()> {
         storage
             .rename(&out_path, &seg_path)
             .context(|| format!("renaming {}", out_path.display()))?;
-        let mut valid = 0;
-        for m in &moved {
+        state.segments.insert(
+            output,
+            Segment {
+                file: out,
+                path: seg_path,
+                file_bytes: written,
+                valid_bytes: 0,
+                flushed_bytes: written,
+                lsn_base: None,
+            },
+        );
+    }
+    // Switch the index in batches, so readers and writers wait for the lock at most
+    // one batch's bookkeeping. Between batches an id points at either copy; both are
+    // intact and both files are in the summary, so a snapshot taken meanwhile holds.
+    for batch in moved.chunks(SWITCH_BATCH) {
+        let mut state = shared.state.lock();
+        if state.closing {
+            // Both copies stay (the inputs are still listed): consistent as it is.
+            return Ok(());
+        }
+        let (mut valid, mut released) = (0, Vec::new());
+        for m in batch {
             if let Some(e) = state.index.get_mut(&m.id)
                 && e.segment == m.input
                 && e.offset == m.from
@@ -283,19 +306,25 @@ fn copy(shared: &Shared, inputs: &[Input], output: u32) -> Result<()> {
                 e.segment = output;
                 e.offset = m.to;
                 valid += u64::from(m.size);
+                released.push((m.input, u64::from(m.size)));
             }
         }
-        state.segments.insert(
-            output,
-            Segment {
-                file: out,
-                path: seg_path,
-                file_bytes: written,
-                valid_bytes: valid,
-                flushed_bytes: written,
-                lsn_base: None,
-            },
-        );
+        state
+            .segments
+            .get_mut(&output)
+            .expect("the output")
+            .valid_bytes += valid;
+        for (input, size) in released {
+            if let Some(s) = state.segments.get_mut(&input) {
+                s.valid_bytes -= size;
+            }
+        }
+    }
+    {
+        let mut state = shared.state.lock();
+        if state.closing {
+            return Ok(());
+        }
         for input in inputs {
             state.segments.remove(&input.number);
         }
