@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The store's clients: what they reference, asked after an unclean shutdown (the
-/// seed's "generator of ref-count deltas").
+/// seed's "generator of ref-count deltas"). Removes are not logged, so this is the
+/// only truth about counts after a crash: a store opened with an empty source (no
+/// clients) keeps nothing it finds, since it cannot tell a removed message from a
+/// live one.
 pub trait RefSource {
     /// Calls `add(id, count)` for the references the clients hold. An id may come
     /// several times; its counts add up.
