@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the HTTP API on a data directory (default: ./vellum-data on 127.0.0.1:8787).
+    Serve(ServeArgs),
     /// Run a benchmark workload (w1, w2, w3, w4) and print its figures.
     Bench(bench::BenchArgs),
     /// A workload's part that runs in a child process (used by `bench w4`).
@@ -27,14 +29,39 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     raise_open_file_limit();
     match Cli::parse().command {
+        Command::Serve(args) => serve(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchChild(args) => bench::run_child(args),
     }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The data directory (created if missing).
+    #[arg(long, default_value = "vellum-data")]
+    data: std::path::PathBuf,
+    /// The address to listen on (loopback only until access tokens exist).
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: std::net::SocketAddr,
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = vellum_server::Config {
+        data_dir: args.data,
+        listen: args.listen,
+    };
+    tokio::runtime::Runtime::new()?.block_on(vellum_server::serve(
+        config,
+        vellum_server::shutdown_signal(),
+    ))
 }
 
 /// Channel files stay open in a cache of up to `open_files_max`; lift the soft limit

@@ -245,10 +245,12 @@ fn a_crash_at_any_step_of_journal_rotation_and_recycling_loses_and_resurrects_no
         "the uncrashed run failed"
     );
     let steps = counting.mutating_ops() - start;
-    // The workload rotates the journal often enough to recycle (once its background
-    // retirements are done).
+    // The workload rotates the journal several times. (Whether a given retirement
+    // recycles or sets the file aside depends on the checkpoint thread's timing; the
+    // tests above wait for a recycled file deterministically.)
     store.checkpoint().unwrap();
-    assert!(store.stats().commit.journal_files_recycled >= 1);
+    let commit = store.stats().commit;
+    assert!(commit.checkpoints >= 3, "{commit:?}");
     store.close();
 
     // The background threads interleave differently from run to run, so a step number
