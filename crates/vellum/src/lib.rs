@@ -12,6 +12,7 @@ mod error;
 mod eviction;
 mod journal;
 mod layout;
+mod lost;
 mod options;
 mod record;
 mod recovery;
@@ -20,8 +21,8 @@ mod store;
 
 pub use channel::history::{History, Message, MessageRef, Position, ReadFrom, ReadRequest};
 pub use channel::id::{ChannelId, InvalidId};
-pub use channel::log::LostRange;
 pub use channel::metadata::{Metadata, MetadataError, MetadataFold};
+pub use lost::LostRange;
 
 /// CryptPad compatibility helpers: its metadata command set and line rules.
 pub mod cryptpad {

@@ -3,10 +3,10 @@
 
 use crate::channel::file::{Cursor, Header, Step};
 use crate::channel::id::ChannelId;
-use crate::channel::log::{LostRange, save_range};
 use crate::error::{IoContext, Result};
 use crate::journal::{self, Entry, FileHeader, JournalWriter, Part};
 use crate::layout::Layout;
+use crate::lost::{LostRange, save_range};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::collections::{HashMap, HashSet};
 use std::io;

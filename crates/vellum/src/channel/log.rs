@@ -8,7 +8,8 @@ use super::metadata::{Metadata, MetadataFold};
 use super::schedule::Lane;
 use crate::error::{Error, IoContext, Result};
 use crate::layout::Layout;
-use crate::storage::{OpenMode, SharedStorage, Storage, StorageFile};
+use crate::lost::{LostRange, save_range};
+use crate::storage::{OpenMode, SharedStorage, StorageFile};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::HashSet;
 use std::io;
@@ -240,17 +241,6 @@ pub struct Channel {
     pub state: Mutex<State>,
     /// Signalled when `pending` drops to zero.
     pub drained: Condvar,
-}
-
-/// A range of bytes that failed its checksum, moved aside instead of silently dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LostRange {
-    pub path: PathBuf,
-    pub start: u64,
-    pub end: u64,
-    pub reason: String,
-    /// Where the bytes were copied to, under `lost+found/`.
-    pub saved_as: Option<PathBuf>,
 }
 
 /// The damaged ranges found since open, the most recent first to go past its limit.
@@ -538,28 +528,6 @@ fn quarantine(
         saved_as: Some(saved_as),
     });
     Ok(())
-}
-
-/// Copies `[start, end)` of `file` to `lost+found/<name>.<start>-<end>.bin` and makes it durable.
-pub fn save_range(
-    storage: &dyn Storage,
-    lost_found: &Path,
-    path: &Path,
-    file: &dyn StorageFile,
-    start: u64,
-    end: u64,
-) -> io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let target = lost_found.join(format!("{name}.{start}-{end}.bin"));
-    let out = storage.open(&target, OpenMode::CreateReadWrite)?;
-    out.set_len(0)?;
-    crate::storage::copy_range(file, start, end, &*out)?;
-    out.sync_data()?;
-    storage.sync_dir(lost_found)?;
-    Ok(target)
 }
 
 fn corrupted(path: &Path, offset: u64, reason: &str) -> Error {
