@@ -4,10 +4,19 @@ use crate::window::{Outcomes, Window};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vellum::{MessageStore, MsgId};
+use vellum::{MessageStore, MsgId, StoreOptions, SyncPolicy};
 
 /// Threads submitting writes; each keeps `in_flight / SUBMITTERS` in flight.
 const SUBMITTERS: usize = 2;
+
+/// A fresh store in `dir/store` with the defaults, under Fsync, with no clients.
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<MessageStore> {
+    let options = StoreOptions {
+        sync: SyncPolicy::Fsync,
+        ..StoreOptions::default()
+    };
+    Ok(MessageStore::open(dir.join("store"), options, &Vec::new())?)
+}
 
 /// `count` random ids, reproducible from `seed`.
 pub fn random_ids(count: usize, seed: u64) -> Vec<MsgId> {

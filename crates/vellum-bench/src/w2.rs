@@ -3,10 +3,9 @@
 
 use crate::BenchOptions;
 use crate::stats::{per_second, percentile_us};
-use crate::store_writes::{random_ids, write_all};
+use crate::store_writes::{open_store, random_ids, write_all};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
-use vellum::{MessageStore, StoreOptions, SyncPolicy};
 
 pub const MESSAGES: usize = 1_000_000;
 pub const MESSAGE_BYTES: usize = 1024;
@@ -40,14 +39,7 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<W2Report> {
     let messages = options.scaled(MESSAGES, 1_000);
     let sequential = options.scaled(SEQUENTIAL, 100);
     let reads = options.scaled(READS, 1_000);
-    let store = MessageStore::open(
-        dir.path().join("store"),
-        StoreOptions {
-            sync: SyncPolicy::Fsync,
-            ..StoreOptions::default()
-        },
-        &Vec::new(),
-    )?;
+    let store = open_store(dir.path())?;
 
     // Phase 1: concurrent writes.
     let ids = random_ids(messages + sequential, 2);

@@ -3,12 +3,12 @@
 
 use crate::BenchOptions;
 use crate::stats::percentile_us;
-use crate::store_writes::{random_ids, write_all};
+use crate::store_writes::{open_store, random_ids, write_all};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use vellum::{MessageStore, MsgId, StoreOptions, SyncPolicy};
+use vellum::{MessageStore, MsgId};
 
 pub const TOTAL_BYTES: usize = 1 << 30;
 pub const MESSAGE_BYTES: usize = 4096;
@@ -37,14 +37,7 @@ pub struct W3Report {
 pub fn run(options: &BenchOptions) -> anyhow::Result<W3Report> {
     let dir = options.temp_dir()?;
     let messages = options.scaled(TOTAL_BYTES / MESSAGE_BYTES, 1_000);
-    let store = MessageStore::open(
-        dir.path().join("store"),
-        StoreOptions {
-            sync: SyncPolicy::Fsync,
-            ..StoreOptions::default()
-        },
-        &Vec::new(),
-    )?;
+    let store = open_store(dir.path())?;
     let mut ids = random_ids(messages, 4);
     write_all(&store, &ids, MESSAGE_BYTES, IN_FLIGHT)?;
 
