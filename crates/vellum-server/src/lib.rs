@@ -7,6 +7,7 @@ mod error;
 pub use error::ApiError;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,11 +46,9 @@ pub fn router(store: Arc<Vellum>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/v1/channels/{id}/messages",
-            // One byte over the limit still reaches the engine, which refuses it with
-            // the API's error shape.
             post(append)
                 .get(read)
-                .layer(DefaultBodyLimit::max(body_limit.saturating_add(1))),
+                .layer(DefaultBodyLimit::max(body_limit)),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(store)
@@ -93,8 +92,15 @@ async fn append(
     State(store): State<Arc<Vellum>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        let code = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => "message_too_large",
+            _ => "bad_request",
+        };
+        ApiError::new(rejection.status(), code, rejection.body_text())
+    })?;
     let key = headers
         .get("vellum-key")
         .map(|value| value.as_bytes().to_vec());
@@ -142,8 +148,11 @@ struct Line<'a> {
 async fn read(
     State(store): State<Arc<Vellum>>,
     Path(id): Path<String>,
-    Query(query): Query<ReadQuery>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_query", rejection.body_text())
+    })?;
     let starts = [
         query.from_seq.is_some(),
         query.after_key.is_some(),

@@ -155,6 +155,16 @@ async fn bad_requests_answer_the_error_shape_and_change_nothing() {
             "message_too_large",
         ),
         (
+            post("chan", &[7u8; 100_000], None),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_large",
+        ),
+        (
+            get("/v1/channels/chan/messages?from_seq=abc"),
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
             post("chan", b"x", Some(&"k".repeat(65))),
             StatusCode::BAD_REQUEST,
             "key_too_long",
