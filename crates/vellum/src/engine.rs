@@ -949,15 +949,21 @@ impl Inner {
     /// for good (or were never queued). A failure only leaks space until the store's
     /// next unclean open recounts from the channel files, so it is logged, not raised.
     pub(crate) fn release(&self, ids: Vec<MsgId>) {
-        for batch in ids.chunks(self.store_batch_max()) {
+        for batch in ids.chunks(self.options.store.batch_messages_max) {
             if let Err(e) = self.store.remove(batch) {
                 tracing::warn!(error = %e, "releasing message store references");
             }
         }
     }
 
-    fn store_batch_max(&self) -> usize {
-        self.options.store.batch_messages_max.max(1)
+    /// Takes one more store reference per id, for a new file that holds their records
+    /// (a pre-trim copy), before that file exists: a failure midway leaves references
+    /// too many, never too few (space kept until the next recount).
+    pub(crate) fn add_references(&self, ids: &[MsgId]) -> Result<()> {
+        for batch in ids.chunks(self.options.store.batch_messages_max) {
+            self.store.add_references(batch)?;
+        }
+        Ok(())
     }
 
     fn write_records(

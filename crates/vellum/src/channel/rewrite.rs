@@ -29,9 +29,7 @@ fn ensure_dir(inner: &Inner, dir: &Path) -> Result<()> {
 pub fn backup(inner: &Inner, id: &ChannelId, live: &Live) -> Result<Backup> {
     let layout = &inner.layout;
     let references = refs::stored_ids(&*inner.storage, &id.file_in(&layout.channels))?;
-    for batch in references.chunks(inner.options.store.batch_messages_max.max(1)) {
-        inner.store.add_references(batch)?;
-    }
+    inner.add_references(&references)?;
     let shard = layout.trimmed.join(id.shard());
     ensure_dir(inner, &shard)?;
     let target = shard.join(format!("{id}.{}.vlog", live.header.epoch));

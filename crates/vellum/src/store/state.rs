@@ -148,35 +148,42 @@ impl State {
                 lsn_base: Some(self.appended_lsn),
             },
         );
-        self.push_bytes(number, file, 0, &segment::header(number), true);
+        self.push_bytes(number, file, 0, true, |out| {
+            out.extend_from_slice(&segment::header(number))
+        });
         self.current = number;
         Ok(())
     }
 
+    /// Buffers the bytes `write` appends, at `offset` of `segment`: at the end of the
+    /// last chunk when they follow it, else in a new chunk. They are written straight
+    /// into the buffer, never through a copy.
     fn push_bytes(
         &mut self,
         segment: u32,
         file: Arc<dyn StorageFile>,
         offset: u64,
-        bytes: &[u8],
         creates_file: bool,
+        write: impl FnOnce(&mut Vec<u8>),
     ) {
-        match self.buffer.last_mut() {
-            Some(last)
-                if last.segment == segment && last.offset + last.bytes.len() as u64 == offset =>
-            {
-                last.bytes.extend_from_slice(bytes)
-            }
-            _ => self.buffer.push(Chunk {
+        let follows = self.buffer.last().is_some_and(|last| {
+            last.segment == segment && last.offset + last.bytes.len() as u64 == offset
+        });
+        if !follows {
+            self.buffer.push(Chunk {
                 segment,
                 file,
                 offset,
-                bytes: bytes.to_vec(),
+                bytes: Vec::new(),
                 creates_file,
-            }),
+            });
         }
-        self.buffered_bytes += bytes.len();
-        self.appended_lsn += bytes.len() as u64;
+        let bytes = &mut self.buffer.last_mut().expect("a chunk").bytes;
+        let before = bytes.len();
+        write(bytes);
+        let added = bytes.len() - before;
+        self.buffered_bytes += added;
+        self.appended_lsn += added as u64;
     }
 
     /// Appends a new record to the current segment (rolling first when it would not
@@ -197,9 +204,9 @@ impl State {
         segment.file_bytes += size;
         segment.valid_bytes += size;
         let file = segment.file.clone();
-        let mut framed = Vec::with_capacity(size as usize);
-        segment::encode_record(&mut framed, &id, payload);
-        self.push_bytes(number, file, offset, &framed, false);
+        self.push_bytes(number, file, offset, false, |out| {
+            segment::encode_record(out, &id, payload)
+        });
         self.index.insert(Entry {
             id,
             segment: number,
