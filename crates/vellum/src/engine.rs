@@ -160,12 +160,24 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Stamps each receipt with the durability its commit reached.
+fn with_durability((mut receipts, durability): (Vec<Appended>, Durability)) -> Vec<Appended> {
+    for r in &mut receipts {
+        r.durability = durability;
+    }
+    receipts
+}
+
 /// The default key: a 128-bit BLAKE3 hash of the content, in hex.
 fn content_key(data: &[u8]) -> Vec<u8> {
     crate::channel::file::hex(&blake3::hash(data).as_bytes()[..16])
 }
 
 impl Vellum {
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
     /// Opens (creating if needed) the data directory at `path` on the real filesystem.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Vellum> {
         Vellum::open_with_storage(Arc::new(RealStorage), path, options)
@@ -358,6 +370,20 @@ impl Vellum {
     /// channel, in the order given. At most half of `open_files_max` channels (and
     /// `batch_messages_max`), each named once.
     pub fn publish(&self, channels: &[&str], data: &[u8]) -> Result<Vec<Appended>> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.publish_with(channels, data, move |r| drop(tx.send(r)))?;
+        rx.recv().map_err(|_| Error::Closed)?
+    }
+
+    /// [`Vellum::publish`], queued: returns once the body is stored and the records
+    /// are queued; `done` runs (on the commit thread, so it must be quick) once they
+    /// are acknowledged or have failed. Bad input is refused here.
+    pub fn publish_with(
+        &self,
+        channels: &[&str],
+        data: &[u8],
+        done: impl FnOnce(Result<Vec<Appended>>) + Send + 'static,
+    ) -> Result<()> {
         let mut ids = Vec::with_capacity(channels.len());
         for name in channels {
             let id = ChannelId::new(name)?;
@@ -380,14 +406,11 @@ impl Vellum {
         }
         let message = NewMessage::new(data);
         self.inner.check_batch(&[message])?;
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.inner
-            .publish(&ids, message, Box::new(move |r| drop(tx.send(r))))?;
-        let (mut receipts, durability) = rx.recv().map_err(|_| Error::Closed)??;
-        for r in &mut receipts {
-            r.durability = durability;
-        }
-        Ok(receipts)
+        self.inner.publish(
+            &ids,
+            message,
+            Box::new(move |r| done(r.map(with_durability))),
+        )
     }
 
     /// Queues an atomic batch and returns at once; `done` runs (on the commit thread,
@@ -405,14 +428,7 @@ impl Vellum {
             .write(
                 &id,
                 Write::Append(messages),
-                Box::new(move |r| {
-                    done(r.map(|(mut receipts, durability)| {
-                        for r in &mut receipts {
-                            r.durability = durability;
-                        }
-                        receipts
-                    }))
-                }),
+                Box::new(move |r| done(r.map(with_durability))),
             )
             .map(|_| ())
     }

@@ -18,6 +18,7 @@ mod record;
 mod recovery;
 pub mod storage;
 mod store;
+mod verify;
 
 pub use channel::history::{History, Message, MessageRef, Position, ReadFrom, ReadRequest};
 pub use channel::id::{ChannelId, InvalidId};
@@ -42,3 +43,4 @@ pub use store::{
     MessageStore, MessageStoreStats, MsgId, RefSource, SEGMENT_BYTES_CEILING, StoreOptions,
     StoreRecovery,
 };
+pub use verify::{Damage, VerifyReport, VerifyStep};

@@ -251,6 +251,18 @@ impl MessageStore {
         }
     }
 
+    /// Every id the store holds, in no particular order (16 bytes each: what `verify`
+    /// walks).
+    pub fn ids(&self) -> Vec<MsgId> {
+        self.shared
+            .state
+            .lock()
+            .index
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
     pub fn contains(&self, id: &MsgId) -> bool {
         self.shared.state.lock().index.get(id).is_some()
     }

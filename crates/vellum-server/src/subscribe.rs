@@ -1,0 +1,225 @@
+//! `GET /v1/channels/{id}/subscribe`: a WebSocket that sends history from a position,
+//! then each message as it is acknowledged, one JSON text frame per message (the same
+//! shape as a history line). Rewrites arrive as `{"event": …}` frames.
+//!
+//! The subscription joins the channel's live queue before it reads history, and skips
+//! live messages the history already had, so nothing falls between the two. A
+//! subscriber that falls `subscriber_lag_messages_max` messages behind, or whose socket
+//! takes longer than the send timeout, is closed with code 1008 and a reason saying
+//! where to resume.
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::hub::Event;
+use crate::messages::ReadQuery;
+use crate::wire::Line;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use std::ops::ControlFlow;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use vellum::{Error, ReadRequest};
+
+/// History frames buffered between the engine and the socket, at most.
+const HISTORY_FRAMES_IN_FLIGHT: usize = 64;
+
+/// A frame the socket has not taken after this long closes the subscription.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most bytes a client may send us in one frame (it has nothing to say but close).
+const CLIENT_FRAME_BYTES_MAX: usize = 4096;
+
+#[utoipa::path(get, path = "/v1/channels/{id}/subscribe", tag = "messages",
+    params(("id" = String, Path, description = "Channel id"), ReadQuery),
+    responses((status = 101, description = "WebSocket: history, then live messages, one JSON text frame each"),
+              (status = 400, body = ErrorBody), (status = 410, body = ErrorBody, description = "Archived"),
+              (status = 503, body = ErrorBody, description = "Too many subscribers")))]
+pub async fn subscribe(
+    State(app): State<AppState>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id?;
+    let Query(query) = query?;
+    vellum::ChannelId::new(&id).map_err(Error::from)?;
+    let (request, skip_first) = query.request()?;
+    let upgrade = upgrade.map_err(|r| ApiError::bad_request("not_websocket", r.body_text()))?;
+    let permit = app.traffic.subscriber_permit()?;
+    let store = app.store.clone();
+    let channel = id.clone();
+    if tokio::task::spawn_blocking(move || store.is_archived(&channel)).await?? {
+        let info = {
+            let store = app.store.clone();
+            let channel = id.clone();
+            tokio::task::spawn_blocking(move || store.info(&channel)).await??
+        };
+        return Err(Error::Archived {
+            channel: info.id,
+            reason: info.archived.unwrap_or_default(),
+        }
+        .into());
+    }
+    Ok(upgrade
+        .max_message_size(CLIENT_FRAME_BYTES_MAX)
+        .on_upgrade(move |mut socket| async move {
+            let _permit = permit;
+            let mut live = app.hub.subscribe(&id);
+            let end = deliver(&app, &id, request, skip_first, &mut socket, &mut live).await;
+            app.hub.unsubscribe(&id, live);
+            if let Some((code, reason)) = end {
+                let reason: String = reason.chars().take(120).collect();
+                let frame = CloseFrame {
+                    code,
+                    reason: reason.into(),
+                };
+                let _ =
+                    tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame))))
+                        .await;
+            }
+        }))
+}
+
+/// Why a subscription ended: a close frame to send, or `None` when the client left.
+type End = Option<(u16, String)>;
+
+async fn deliver(
+    app: &AppState,
+    id: &str,
+    request: ReadRequest,
+    skip_first: bool,
+    socket: &mut WebSocket,
+    live: &mut tokio::sync::broadcast::Receiver<Event>,
+) -> End {
+    let mut last_seq = match send_history(app, id, request, skip_first, socket).await {
+        Ok(last) => last,
+        Err(end) => return end,
+    };
+    loop {
+        let event = tokio::select! {
+            event = live.recv() => event,
+            incoming = socket.recv() => match incoming {
+                // Pings are answered by the socket itself; anything else is ignored.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            },
+        };
+        let frame = match event {
+            Ok(Event::Message(m)) if m.seq <= last_seq => continue,
+            Ok(Event::Message(m)) => {
+                last_seq = m.seq;
+                Message::Text(m.frame())
+            }
+            Ok(Event::Cleared) => event_frame(serde_json::json!({ "event": "cleared" })),
+            Ok(Event::Trimmed(to)) => {
+                event_frame(serde_json::json!({ "event": "trimmed", "to": selector_json(&to) }))
+            }
+            Ok(Event::Deleted(which)) => event_frame(
+                serde_json::json!({ "event": "deleted", "message": selector_json(&which) }),
+            ),
+            Ok(Event::Ended(why)) => {
+                return Some((close_code::NORMAL, format!("channel {why}")));
+            }
+            Err(RecvError::Lagged(missed)) => {
+                return Some((
+                    close_code::POLICY,
+                    format!(
+                        "too slow: {missed} messages behind; resubscribe with from_seq={}",
+                        last_seq + 1
+                    ),
+                ));
+            }
+            Err(RecvError::Closed) => {
+                return Some((close_code::AWAY, "server shutting down".into()));
+            }
+        };
+        if let Err(end) = send(socket, frame, last_seq).await {
+            return end;
+        }
+    }
+}
+
+/// Sends the history `request` names; returns the last seq sent (0 for none).
+async fn send_history(
+    app: &AppState,
+    id: &str,
+    request: ReadRequest,
+    skip_first: bool,
+    socket: &mut WebSocket,
+) -> Result<u64, End> {
+    let store = app.store.clone();
+    let channel = id.to_string();
+    let opened = tokio::task::spawn_blocking(move || store.read(&channel, &request)).await;
+    let history = match opened {
+        Ok(Ok(history)) => history,
+        // Nothing written yet: the subscription waits for the first message.
+        Ok(Err(Error::NotFound { .. })) => return Ok(0),
+        Ok(Err(e)) => {
+            let e = ApiError::from(e);
+            return Err(Some((
+                close_code::ERROR,
+                format!("{}: {}", e.code(), e.message()),
+            )));
+        }
+        Err(e) => return Err(Some((close_code::ERROR, e.to_string()))),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, String)>(HISTORY_FRAMES_IN_FLIGHT);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut skip = skip_first;
+        history.for_each_ref(|m| {
+            if std::mem::take(&mut skip) {
+                return ControlFlow::Continue(());
+            }
+            let line = Line::of(m.seq, m.key, m.time_ms, m.data);
+            let text = serde_json::to_string(&line).expect("a line serializes");
+            match tx.blocking_send((m.seq, text)) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            }
+        })
+    });
+    let mut last_seq = 0;
+    while let Some((seq, text)) = rx.recv().await {
+        last_seq = seq;
+        send(socket, Message::Text(text.into()), last_seq).await?;
+    }
+    match reader.await {
+        Ok(Ok(())) => Ok(last_seq),
+        Ok(Err(e)) => {
+            let e = ApiError::from(e);
+            Err(Some((
+                close_code::ERROR,
+                format!("{}: {}", e.code(), e.message()),
+            )))
+        }
+        Err(e) => Err(Some((close_code::ERROR, e.to_string()))),
+    }
+}
+
+/// Sends one frame, closing a subscriber whose socket does not take it in time.
+async fn send(socket: &mut WebSocket, frame: Message, last_seq: u64) -> Result<(), End> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => Err(Some((
+            close_code::POLICY,
+            format!(
+                "too slow: a frame waited {SEND_TIMEOUT:?}; resubscribe with from_seq={}",
+                last_seq + 1
+            ),
+        ))),
+    }
+}
+
+fn event_frame(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+fn selector_json(selector: &vellum::Selector) -> serde_json::Value {
+    match selector {
+        vellum::Selector::Seq(seq) => serde_json::json!({ "seq": seq }),
+        vellum::Selector::Key(key) => serde_json::json!({ "key": crate::wire::key_text(key) }),
+    }
+}

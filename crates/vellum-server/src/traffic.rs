@@ -1,0 +1,82 @@
+//! Every request passes here first: a bound on requests in flight (beyond it, 503 at
+//! once rather than a queue that grows), a timeout to the response head, and the
+//! request metrics. Streams and subscribers have their own bounds, taken by their
+//! handlers.
+
+use crate::config::Limits;
+use crate::{ApiError, AppState};
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub struct Traffic {
+    in_flight: Arc<Semaphore>,
+    streams: Arc<Semaphore>,
+    subscribers: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+impl Traffic {
+    pub fn new(limits: &Limits) -> Traffic {
+        Traffic {
+            in_flight: Arc::new(Semaphore::new(limits.requests_in_flight_max)),
+            streams: Arc::new(Semaphore::new(limits.streams_max)),
+            subscribers: Arc::new(Semaphore::new(limits.subscribers_max)),
+            timeout: limits.request_timeout(),
+        }
+    }
+
+    /// A place for one more streamed response, held until the stream ends.
+    pub fn stream_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded("too many streamed responses in flight; retry later"))
+    }
+
+    /// A place for one more subscriber, held until its socket closes.
+    pub fn subscriber_permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        self.subscribers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded("too many subscribers; retry later"))
+    }
+
+    pub fn subscribers(&self, limits: &Limits) -> usize {
+        limits.subscribers_max - self.subscribers.available_permits()
+    }
+}
+
+/// Middleware: limit, timeout, metrics.
+pub async fn observe(
+    State(app): State<AppState>,
+    route: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = route.map_or_else(|| "unknown".to_string(), |r| r.as_str().to_string());
+    let response = match app.traffic.in_flight.clone().try_acquire_owned() {
+        Err(_) => ApiError::overloaded("too many requests in flight; retry later").into_response(),
+        Ok(_permit) => match tokio::time::timeout(app.traffic.timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("no response within {:?}", app.traffic.timeout),
+            )
+            .into_response(),
+        },
+    };
+    crate::metrics::request_done(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
