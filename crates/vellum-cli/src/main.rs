@@ -1,6 +1,9 @@
 //! The `vellum` command. Thin: parsing and printing; the work lives in the crates.
 
 mod bench;
+mod client;
+mod offline;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -19,7 +22,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API on a data directory (default: ./vellum-data on 127.0.0.1:8787).
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
+    /// Channel operations against a running server.
+    Channel(client::ChannelArgs),
+    /// Read and check every record of a data directory (offline); exits 2 on damage.
+    Verify(offline::DataArgs),
+    /// Figures of a data directory (offline), as JSON.
+    Stats(offline::DataArgs),
+    /// Compact a data directory's message store (offline).
+    Compact(offline::DataArgs),
     /// Run a benchmark workload (w1, w2, w3, w4) and print its figures.
     Bench(bench::BenchArgs),
     /// A workload's part that runs in a child process (used by `bench w4`).
@@ -27,7 +38,7 @@ enum Command {
     BenchChild(bench::ChildArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -36,32 +47,16 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     raise_open_file_limit();
-    match Cli::parse().command {
-        Command::Serve(args) => serve(args),
+    let done = match Cli::parse().command {
+        Command::Serve(args) => serve::run(args),
+        Command::Channel(args) => client::run(args),
+        Command::Verify(args) => return offline::verify(args),
+        Command::Stats(args) => offline::stats(args),
+        Command::Compact(args) => offline::compact(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchChild(args) => bench::run_child(args),
-    }
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// The data directory (created if missing).
-    #[arg(long, default_value = "vellum-data")]
-    data: std::path::PathBuf,
-    /// The address to listen on (loopback only until access tokens exist).
-    #[arg(long, default_value = "127.0.0.1:8787")]
-    listen: std::net::SocketAddr,
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = vellum_server::Config {
-        data_dir: args.data,
-        listen: args.listen,
     };
-    tokio::runtime::Runtime::new()?.block_on(vellum_server::serve(
-        config,
-        vellum_server::shutdown_signal(),
-    ))
+    done.map(|()| std::process::ExitCode::SUCCESS)
 }
 
 /// Channel files stay open in a cache of up to `open_files_max`; lift the soft limit

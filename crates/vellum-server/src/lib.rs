@@ -47,6 +47,8 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<Vellum>, config: &Config) -> AppState {
+        // Install the recorder before the first request records anything.
+        metrics::handle();
         AppState {
             hub: Arc::new(hub::Hub::new(&config.limits)),
             auth: Arc::new(auth::Auth::new(&config.tokens)),

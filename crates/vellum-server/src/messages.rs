@@ -132,7 +132,11 @@ pub async fn publish(
         store.publish_with(&refs, &data, move |result| {
             if let Ok(receipts) = &result {
                 for (channel, receipt) in targets.iter().zip(receipts) {
-                    hub.delivered(channel, std::slice::from_ref(receipt), &[body.clone()]);
+                    hub.delivered(
+                        channel,
+                        std::slice::from_ref(receipt),
+                        std::slice::from_ref(&body),
+                    );
                 }
             }
             let _ = tx.send(result);
