@@ -125,6 +125,9 @@ pub struct Limits {
     /// Live messages queued for one channel's subscribers; a subscriber this far behind
     /// is closed ("too slow").
     pub subscriber_lag_messages_max: usize,
+    /// A subscriber whose socket has not taken a frame after this long is closed
+    /// ("too slow").
+    pub subscriber_send_timeout_ms: u64,
     /// The engine's cap on open channel files.
     pub open_files_max: usize,
 }
@@ -139,6 +142,7 @@ impl Default for Limits {
             streams_max: 256,
             subscribers_max: 10_000,
             subscriber_lag_messages_max: 1024,
+            subscriber_send_timeout_ms: 10_000,
             open_files_max: 1024,
         }
     }
@@ -147,6 +151,10 @@ impl Default for Limits {
 impl Limits {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn subscriber_send_timeout(&self) -> Duration {
+        Duration::from_millis(self.subscriber_send_timeout_ms)
     }
 }
 
@@ -182,7 +190,8 @@ impl Config {
                 && l.subscribers_max > 0
                 && l.streams_max > 0
                 && l.subscriber_lag_messages_max > 0
-                && l.request_timeout_ms > 0,
+                && l.request_timeout_ms > 0
+                && l.subscriber_send_timeout_ms > 0,
             "limits must be positive"
         );
         Ok(())

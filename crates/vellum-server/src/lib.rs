@@ -116,6 +116,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/store/compaction", post(admin::compact))
         .route("/v1/verify", post(admin::verify))
         .fallback(|| async { ApiError::not_found_route() })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .layer(json_limit)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -25,9 +25,6 @@ use vellum::{Error, ReadRequest};
 /// History frames buffered between the engine and the socket, at most.
 const HISTORY_FRAMES_IN_FLIGHT: usize = 64;
 
-/// A frame the socket has not taken after this long closes the subscription.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The most bytes a client may send us in one frame (it has nothing to say but close).
 const CLIENT_FRAME_BYTES_MAX: usize = 4096;
 
@@ -70,14 +67,14 @@ pub async fn subscribe(
             let end = deliver(&app, &id, request, skip_first, &mut socket, &mut live).await;
             app.hub.unsubscribe(&id, live);
             if let Some((code, reason)) = end {
+                let timeout = app.limits.subscriber_send_timeout();
                 let reason: String = reason.chars().take(120).collect();
                 let frame = CloseFrame {
                     code,
                     reason: reason.into(),
                 };
                 let _ =
-                    tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame))))
-                        .await;
+                    tokio::time::timeout(timeout, socket.send(Message::Close(Some(frame)))).await;
             }
         }))
 }
@@ -135,7 +132,14 @@ async fn deliver(
                 return Some((close_code::AWAY, "server shutting down".into()));
             }
         };
-        if let Err(end) = send(socket, frame, last_seq).await {
+        if let Err(end) = send(
+            socket,
+            frame,
+            last_seq,
+            app.limits.subscriber_send_timeout(),
+        )
+        .await
+        {
             return end;
         }
     }
@@ -183,7 +187,13 @@ async fn send_history(
     let mut last_seq = 0;
     while let Some((seq, text)) = rx.recv().await {
         last_seq = seq;
-        send(socket, Message::Text(text.into()), last_seq).await?;
+        send(
+            socket,
+            Message::Text(text.into()),
+            last_seq,
+            app.limits.subscriber_send_timeout(),
+        )
+        .await?;
     }
     match reader.await {
         Ok(Ok(())) => Ok(last_seq),
@@ -199,14 +209,19 @@ async fn send_history(
 }
 
 /// Sends one frame, closing a subscriber whose socket does not take it in time.
-async fn send(socket: &mut WebSocket, frame: Message, last_seq: u64) -> Result<(), End> {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(frame)).await {
+async fn send(
+    socket: &mut WebSocket,
+    frame: Message,
+    last_seq: u64,
+    timeout: Duration,
+) -> Result<(), End> {
+    match tokio::time::timeout(timeout, socket.send(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(None),
         Err(_) => Err(Some((
             close_code::POLICY,
             format!(
-                "too slow: a frame waited {SEND_TIMEOUT:?}; resubscribe with from_seq={}",
+                "too slow: a frame waited {timeout:?}; resubscribe with from_seq={}",
                 last_seq + 1
             ),
         ))),

@@ -20,6 +20,8 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub store: Arc<Vellum>,
     pub config: Config,
+    /// One state for every request, so they share the hub, limits and metrics.
+    pub state: AppState,
 }
 
 /// A 1 KiB message limit, so the size errors are cheap to reach.
@@ -67,11 +69,17 @@ impl TestApp {
             ..config.engine_options()
         };
         let store = Arc::new(Vellum::open(&config.data_dir, options).unwrap());
-        TestApp { dir, store, config }
+        let state = AppState::new(store.clone(), &config);
+        TestApp {
+            dir,
+            store,
+            config,
+            state,
+        }
     }
 
     pub fn router(&self) -> axum::Router {
-        vellum_server::app(AppState::new(self.store.clone(), &self.config))
+        vellum_server::app(self.state.clone())
     }
 
     pub async fn send(&self, request: Request<Body>) -> Answer {
