@@ -6,12 +6,11 @@ use crate::error::{ApiError, ErrorBody};
 use crate::hub::Event;
 use crate::wire::{self, ChannelInfo, DONE, Done};
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tokio_stream::wrappers::ReceiverStream;
 use vellum::{Metadata, Scope, Selector};
 
 /// Listing lines buffered between the engine and the socket, at most.
@@ -241,7 +240,6 @@ async fn list(app: AppState, scope: Scope) -> Result<Response, ApiError> {
     first?;
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let channels = match store.list(scope) {
             Ok(channels) => channels,
             Err(e) => {
@@ -266,7 +264,7 @@ async fn list(app: AppState, scope: Scope) -> Result<Response, ApiError> {
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(ReceiverStream::new(rx)),
+        crate::traffic::body_holding(permit, rx),
     )
         .into_response())
 }

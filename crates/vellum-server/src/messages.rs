@@ -5,13 +5,12 @@ use crate::error::{ApiError, ErrorBody};
 use crate::wire::{self, Line};
 use crate::{AppState, hub};
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::ops::ControlFlow;
-use tokio_stream::wrappers::ReceiverStream;
 use vellum::{Error, NewMessage, ReadFrom, ReadRequest, Selector};
 
 /// Lines of a history read buffered between the engine and the socket, at most.
@@ -229,7 +228,6 @@ pub async fn read(
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(READ_LINES_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let mut skip = skip_first;
         let outcome = history.for_each_ref(|m| {
             if std::mem::take(&mut skip) {
@@ -252,7 +250,7 @@ pub async fn read(
     });
     Ok((
         [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(ReceiverStream::new(rx)),
+        crate::traffic::body_holding(permit, rx),
     )
         .into_response())
 }

@@ -90,7 +90,9 @@ async fn deliver(
     socket: &mut WebSocket,
     live: &mut tokio::sync::broadcast::Receiver<Event>,
 ) -> End {
-    let mut last_seq = match send_history(app, id, request, skip_first, socket).await {
+    // The first seq not yet sent: live messages below it were in the history, or
+    // come before the position asked for.
+    let mut next_seq = match send_history(app, id, request, skip_first, socket).await {
         Ok(last) => last,
         Err(end) => return end,
     };
@@ -103,10 +105,11 @@ async fn deliver(
                 Some(Ok(_)) => continue,
             },
         };
+        let is_message = matches!(event, Ok(Event::Message(_)));
         let frame = match event {
-            Ok(Event::Message(m)) if m.seq <= last_seq => continue,
+            Ok(Event::Message(m)) if m.seq < next_seq => continue,
             Ok(Event::Message(m)) => {
-                last_seq = m.seq;
+                next_seq = m.seq + 1;
                 Message::Text(m.frame())
             }
             Ok(Event::Cleared) => event_frame(serde_json::json!({ "event": "cleared" })),
@@ -124,7 +127,7 @@ async fn deliver(
                     close_code::POLICY,
                     format!(
                         "too slow: {missed} messages behind; resubscribe with from_seq={}",
-                        last_seq + 1
+                        next_seq
                     ),
                 ));
             }
@@ -132,10 +135,15 @@ async fn deliver(
                 return Some((close_code::AWAY, "server shutting down".into()));
             }
         };
+        // Should this frame not get through, the subscriber resumes at it.
+        let resume_seq = match &frame {
+            Message::Text(_) if is_message => next_seq - 1,
+            _ => next_seq,
+        };
         if let Err(end) = send(
             socket,
             frame,
-            last_seq,
+            resume_seq,
             app.limits.subscriber_send_timeout(),
         )
         .await
@@ -145,7 +153,7 @@ async fn deliver(
     }
 }
 
-/// Sends the history `request` names; returns the last seq sent (0 for none).
+/// Sends the history `request` names; returns the first seq it did not send.
 async fn send_history(
     app: &AppState,
     id: &str,
@@ -153,13 +161,17 @@ async fn send_history(
     skip_first: bool,
     socket: &mut WebSocket,
 ) -> Result<u64, End> {
+    let mut next_seq = match request.from {
+        vellum::ReadFrom::Seq(seq) => seq,
+        _ => 0,
+    };
     let store = app.store.clone();
     let channel = id.to_string();
     let opened = tokio::task::spawn_blocking(move || store.read(&channel, &request)).await;
     let history = match opened {
         Ok(Ok(history)) => history,
         // Nothing written yet: the subscription waits for the first message.
-        Ok(Err(Error::NotFound { .. })) => return Ok(0),
+        Ok(Err(Error::NotFound { .. })) => return Ok(next_seq),
         Ok(Err(e)) => {
             let e = ApiError::from(e);
             return Err(Some((
@@ -184,19 +196,18 @@ async fn send_history(
             }
         })
     });
-    let mut last_seq = 0;
     while let Some((seq, text)) = rx.recv().await {
-        last_seq = seq;
+        next_seq = seq + 1;
         send(
             socket,
             Message::Text(text.into()),
-            last_seq,
+            seq,
             app.limits.subscriber_send_timeout(),
         )
         .await?;
     }
     match reader.await {
-        Ok(Ok(())) => Ok(last_seq),
+        Ok(Ok(())) => Ok(next_seq),
         Ok(Err(e)) => {
             let e = ApiError::from(e);
             Err(Some((
@@ -208,11 +219,12 @@ async fn send_history(
     }
 }
 
-/// Sends one frame, closing a subscriber whose socket does not take it in time.
+/// Sends one frame, closing a subscriber whose socket does not take it in time (the
+/// close reason names `resume_seq`, where a new subscription should start).
 async fn send(
     socket: &mut WebSocket,
     frame: Message,
-    last_seq: u64,
+    resume_seq: u64,
     timeout: Duration,
 ) -> Result<(), End> {
     match tokio::time::timeout(timeout, socket.send(frame)).await {
@@ -220,10 +232,7 @@ async fn send(
         Ok(Err(_)) => Err(None),
         Err(_) => Err(Some((
             close_code::POLICY,
-            format!(
-                "too slow: a frame waited {timeout:?}; resubscribe with from_seq={}",
-                last_seq + 1
-            ),
+            format!("too slow: a frame waited {timeout:?}; resubscribe with from_seq={resume_seq}"),
         ))),
     }
 }

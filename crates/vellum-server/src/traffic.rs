@@ -80,3 +80,17 @@ pub async fn observe(
     );
     response
 }
+
+/// A streamed body from `lines` that holds `permit` until the body is dropped: a stream
+/// counts against `streams_max` until its client has it all (or goes away).
+pub fn body_holding(
+    permit: OwnedSemaphorePermit,
+    lines: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>,
+) -> axum::body::Body {
+    use tokio_stream::StreamExt;
+    let stream = tokio_stream::wrappers::ReceiverStream::new(lines).map(move |line| {
+        let _held = &permit;
+        line
+    });
+    axum::body::Body::from_stream(stream)
+}
