@@ -16,6 +16,7 @@ const KIND_METADATA: u8 = 2;
 const KIND_ARCHIVED: u8 = 3;
 const KIND_RESTORED: u8 = 4;
 const KIND_STORED: u8 = 5;
+const KIND_CRYPTPAD: u8 = 6;
 
 /// The longest message key.
 pub const KEY_BYTES_MAX: usize = 64;
@@ -148,6 +149,47 @@ pub enum Body<'a> {
     Archived { time_ms: u64, reason: &'a str },
     /// The channel was restored from the archive.
     Restored { time_ms: u64 },
+    /// Part of an imported CryptPad channel that is neither a message nor a metadata
+    /// line (docs/format.md §8.2): kept so that an export gives the files back exactly.
+    CryptPad {
+        time_ms: u64,
+        part: CryptPadPart,
+        bytes: &'a [u8],
+    },
+}
+
+/// What a CryptPad record (kind 6) holds (docs/format.md §8.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CryptPadPart {
+    /// The channel log's legacy metadata first line, which CryptPad folds.
+    LegacyFolded = 1,
+    /// A legacy metadata first line CryptPad does not read: the dedicated log starts
+    /// with a state object.
+    LegacyIgnored = 2,
+    /// The channel log's bytes after its last newline; none when the file was empty.
+    LogTail = 3,
+    /// The dedicated metadata log's bytes after its last newline; none when it was empty.
+    MetadataTail = 4,
+    /// The bytes of the channel's `.ndjson.offset` hint.
+    OffsetHint = 5,
+    /// The fingerprint of the files the channel was imported from.
+    Origin = 6,
+}
+
+impl CryptPadPart {
+    fn from_byte(byte: u8) -> Option<Self> {
+        use CryptPadPart::*;
+        [
+            LegacyFolded,
+            LegacyIgnored,
+            LogTail,
+            MetadataTail,
+            OffsetHint,
+            Origin,
+        ]
+        .into_iter()
+        .find(|part| *part as u8 == byte)
+    }
 }
 
 impl<'a> Body<'a> {
@@ -205,6 +247,16 @@ impl<'a> Body<'a> {
             KIND_RESTORED => Ok(Body::Restored {
                 time_ms: r.u64().ok_or(bad)?,
             }),
+            KIND_CRYPTPAD => {
+                let time_ms = r.u64().ok_or(bad)?;
+                let part = CryptPadPart::from_byte(r.u8().ok_or(bad)?)
+                    .ok_or("unknown CryptPad record part")?;
+                Ok(Body::CryptPad {
+                    time_ms,
+                    part,
+                    bytes: r.rest(),
+                })
+            }
             _ => Err("unknown record kind"),
         }
     }
@@ -261,6 +313,16 @@ impl<'a> Body<'a> {
                 b.push(KIND_ARCHIVED);
                 b.extend_from_slice(&time_ms.to_le_bytes());
                 b.extend_from_slice(reason.as_bytes());
+            }
+            Body::CryptPad {
+                time_ms,
+                part,
+                bytes,
+            } => {
+                b.push(KIND_CRYPTPAD);
+                b.extend_from_slice(&time_ms.to_le_bytes());
+                b.push(part as u8);
+                b.extend_from_slice(bytes);
             }
         })
     }
@@ -463,6 +525,31 @@ mod tests {
     }
 
     #[test]
+    fn cryptpad_record_bytes_are_fixed() {
+        let mut out = Vec::new();
+        Body::CryptPad {
+            time_ms: 2,
+            part: CryptPadPart::LegacyFolded,
+            bytes: b"{}",
+        }
+        .encode_into(&mut out);
+        assert_eq!(
+            hex(&out),
+            concat!(
+                "0c000000",         // body length 12
+                "88e110da",         // crc32c of the body
+                "06",               // kind: CryptPad
+                "0200000000000000", // time_ms
+                "01",               // part: legacy metadata line, folded
+                "7b7d",             // "{}"
+            )
+        );
+        let mut unknown = out[8..].to_vec();
+        unknown[9] = 7;
+        assert_eq!(Body::parse(&unknown), Err("unknown CryptPad record part"));
+    }
+
+    #[test]
     fn metadata_and_archived_records_round_trip() {
         for body in [
             Body::Metadata {
@@ -474,6 +561,16 @@ mod tests {
                 reason: "EXPIRED",
             },
             Body::Restored { time_ms: 7 },
+            Body::CryptPad {
+                time_ms: 8,
+                part: CryptPadPart::LogTail,
+                bytes: b"[0,null,\"MSG\"",
+            },
+            Body::CryptPad {
+                time_ms: 9,
+                part: CryptPadPart::MetadataTail,
+                bytes: b"",
+            },
         ] {
             let mut out = Vec::new();
             body.encode_into(&mut out);

@@ -1,7 +1,7 @@
 //! One channel in memory: its scheduling lane and its loaded state — the open file,
 //! the committed end readers may see, the message index and the folded metadata.
 
-use super::file::{Body, Cursor, Header, HeaderError, Step};
+use super::file::{Body, CryptPadPart, Cursor, Header, HeaderError, Step};
 use super::id::ChannelId;
 use super::index::MessageIndex;
 use super::metadata::{Metadata, MetadataFold};
@@ -417,7 +417,15 @@ pub fn load(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Presence> {
                         // A bad line is skipped, as CryptPad's fold does; it was never logged by us.
                         let _ = fold.feed(line);
                     }
-                    Ok(Body::Archived { .. } | Body::Restored { .. }) => {}
+                    Ok(Body::CryptPad {
+                        part: CryptPadPart::LegacyFolded,
+                        bytes,
+                        ..
+                    }) => {
+                        // An imported legacy first line CryptPad reads before the dedicated log.
+                        let _ = fold.feed_channel_first_line(bytes);
+                    }
+                    Ok(Body::Archived { .. } | Body::Restored { .. } | Body::CryptPad { .. }) => {}
                     Err(reason) => break damaged(cx, &path, &*file, offset, file_len, reason)?,
                 }
             }
