@@ -169,7 +169,7 @@ fn with_durability((mut receipts, durability): (Vec<Appended>, Durability)) -> V
 }
 
 /// The default key: a 128-bit BLAKE3 hash of the content, in hex.
-fn content_key(data: &[u8]) -> Vec<u8> {
+pub(crate) fn content_key(data: &[u8]) -> Vec<u8> {
     crate::channel::file::hex(&blake3::hash(data).as_bytes()[..16])
 }
 

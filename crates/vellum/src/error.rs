@@ -75,6 +75,16 @@ pub enum Error {
     },
     #[error("message {id} would have more than 2^32 - 1 references")]
     TooManyReferences { id: crate::store::MsgId },
+    #[error("cannot import {path}: {reason}")]
+    ImportBadName { path: PathBuf, reason: String },
+    #[error("cannot import {path}: line {line} is over the limit of {max} bytes")]
+    ImportLineTooLong {
+        path: PathBuf,
+        line: u64,
+        max: usize,
+    },
+    #[error("cannot export to {path}: the directory is not empty")]
+    ExportTargetNotEmpty { path: PathBuf },
     #[error("invalid options: {0}")]
     InvalidOptions(String),
     #[error("{context}: {source}")]

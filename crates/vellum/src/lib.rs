@@ -7,6 +7,7 @@
 
 mod channel;
 mod commit;
+pub mod cryptpad;
 mod engine;
 mod error;
 mod eviction;
@@ -25,12 +26,6 @@ pub use channel::id::{ChannelId, InvalidId};
 pub use channel::metadata::{Metadata, MetadataError, MetadataFold};
 pub use lost::LostRange;
 
-/// CryptPad compatibility helpers: its metadata command set and line rules.
-pub mod cryptpad {
-    pub use crate::channel::metadata::{
-        COMMANDS, channel_line_needed, command_line, is_valid_public_key,
-    };
-}
 pub use commit::CommitStats;
 pub use engine::{
     Appended, ChannelInfo, NewMessage, ReferenceCheck, Scope, Selector, StoreStats, Vellum,

@@ -302,7 +302,7 @@ pub fn is_valid_public_key(s: &str) -> bool {
 
 /// Node decodes each line lossily from UTF-8 before `JSON.parse`, so invalid bytes inside a
 /// string become U+FFFD rather than an error.
-fn parse_line(line: &[u8]) -> Result<Value, MetadataError> {
+pub(crate) fn parse_line(line: &[u8]) -> Result<Value, MetadataError> {
     serde_json::from_str(&String::from_utf8_lossy(line))
         .map_err(|e| MetadataError::InvalidJson(e.to_string()))
 }
