@@ -1,12 +1,14 @@
 //! Vellum's benchmark workloads (BRIEF §5). Each returns its figures; the `vellum
 //! bench` command prints them (JSON with `--json`). Speed goals live here, never in tests.
 
+pub mod server_process;
 pub mod stats;
 mod store_writes;
 pub mod w1;
 pub mod w2;
 pub mod w3;
 pub mod w4;
+pub mod w5;
 mod window;
 
 use std::path::PathBuf;

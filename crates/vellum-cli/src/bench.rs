@@ -14,6 +14,8 @@ pub enum Workload {
     W3,
     /// Recovery: 1,000,000 messages published to 2 of 1,000 channels; clean and crash reopens.
     W4,
+    /// Server: HTTP appends from 64 keep-alive clients; 1,000 WebSocket subscribers.
+    W5,
 }
 
 #[derive(Args)]
@@ -46,6 +48,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::W4 => {
             let exe = std::env::current_exe()?;
             serde_json::to_value(vellum_bench::w4::run(&options, &exe)?)?
+        }
+        Workload::W5 => {
+            let exe = std::env::current_exe()?;
+            serde_json::to_value(vellum_bench::w5::run(&options, &exe)?)?
         }
     };
     if args.json {
