@@ -62,7 +62,7 @@ pub struct Counts {
     pub metadata_lines: u64,
     /// Lines keyed by the content hash: not CryptPad messages, or hashes too long for a key.
     pub keyed_by_hash: u64,
-    /// Bytes of the source files.
+    /// Bytes of the source files (logs and offset hint; a placeholder is not counted).
     pub bytes: u64,
 }
 
@@ -100,6 +100,7 @@ pub fn scan(
         .map(|path| read_small(path, max))
         .transpose()?;
     fingerprint.file(hint.as_deref());
+    bytes += hint.map_or(0, |hint| hint.len() as u64);
     fingerprint.file(source.placeholder.as_ref().map(|p| p.reason.as_bytes()));
     Ok((fingerprint.finish(), bytes))
 }

@@ -4,6 +4,8 @@
 // Each test file compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
+pub mod cryptpad;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vellum::storage::{SimStorage, Storage};
