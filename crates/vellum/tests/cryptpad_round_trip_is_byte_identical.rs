@@ -267,6 +267,8 @@ fn import_then_export_gives_every_file_back() {
 
     check_store(&store, &ds, &facts);
     assert!(store.check_references().unwrap().is_exact());
+    let verified = store.verify(&mut |_| {}).unwrap();
+    assert!(verified.damage.is_empty(), "{:?}", verified.damage);
     export_matches(&store, &ds, "first");
 
     // Clean reopen.
