@@ -21,6 +21,7 @@ mod serve;
 mod subscribe;
 mod traffic;
 mod wire;
+mod writers;
 
 pub use auth::required_scope;
 pub use config::{Config, Limits, Scope, Sync, TlsConfig, TokenConfig};
@@ -35,27 +36,40 @@ use axum::routing::{delete, get, post};
 use std::sync::Arc;
 use vellum::Vellum;
 
-/// What every handler shares.
+/// What every handler shares: one `Arc`, so the per-request clones axum makes cost one
+/// atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub store: Arc<Vellum>,
     hub: Arc<hub::Hub>,
     auth: Arc<auth::Auth>,
     limits: Arc<Limits>,
     traffic: Arc<traffic::Traffic>,
+    writers: Arc<writers::Writers>,
 }
 
 impl AppState {
     pub fn new(store: Arc<Vellum>, config: &Config) -> AppState {
         // Install the recorder before the first request records anything.
         metrics::handle();
-        AppState {
+        AppState(Arc::new(Shared {
             hub: Arc::new(hub::Hub::new(&config.limits)),
             auth: Arc::new(auth::Auth::new(&config.tokens)),
             traffic: Arc::new(traffic::Traffic::new(&config.limits)),
+            writers: Arc::new(writers::Writers::new(store.clone())),
             limits: Arc::new(config.limits.clone()),
             store,
-        }
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::ops::ControlFlow;
-use vellum::{Error, NewMessage, ReadFrom, ReadRequest, Selector};
+use vellum::{NewMessage, ReadFrom, ReadRequest, Selector};
 
 /// Lines of a history read buffered between the engine and the socket, at most.
 const READ_LINES_IN_FLIGHT: usize = 64;
@@ -29,28 +29,27 @@ impl AppState {
         channel: String,
         messages: Vec<Outgoing>,
     ) -> Result<Vec<vellum::Appended>, ApiError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let store = self.store.clone();
         let hub = self.hub.clone();
-        tokio::task::spawn_blocking(move || {
-            let batch: Vec<NewMessage<'_>> = messages
-                .iter()
-                .map(|(data, key)| NewMessage {
-                    data,
-                    key: key.as_deref(),
+        let receipts = self
+            .writers
+            .write(move |store, done| {
+                let batch: Vec<NewMessage<'_>> = messages
+                    .iter()
+                    .map(|(data, key)| NewMessage {
+                        data,
+                        key: key.as_deref(),
+                    })
+                    .collect();
+                let bodies: Vec<Bytes> = messages.iter().map(|(data, _)| data.clone()).collect();
+                let for_hub = channel.clone();
+                store.append_with(&channel, &batch, move |result| {
+                    if let Ok(receipts) = &result {
+                        hub.delivered(&for_hub, receipts, &bodies);
+                    }
+                    done(result);
                 })
-                .collect();
-            let channel_for_hub = channel.clone();
-            let bodies: Vec<Bytes> = messages.iter().map(|(data, _)| data.clone()).collect();
-            store.append_with(&channel, &batch, move |result| {
-                if let Ok(receipts) = &result {
-                    hub.delivered(&channel_for_hub, receipts, &bodies);
-                }
-                let _ = tx.send(result);
             })
-        })
-        .await??;
-        let receipts = rx.await.map_err(|_| Error::Closed)??;
+            .await?;
         crate::metrics::appended(receipts.len());
         Ok(receipts)
     }
@@ -120,29 +119,28 @@ pub async fn publish(
     let Json(publish) = publish?;
     let data = Bytes::from(wire::decode_data(&publish.data)?);
     let channels = publish.channels;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let store = app.store.clone();
     let hub = app.hub.clone();
     let names = channels.clone();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
-        let body = data.clone();
-        let targets = channels.clone();
-        store.publish_with(&refs, &data, move |result| {
-            if let Ok(receipts) = &result {
-                for (channel, receipt) in targets.iter().zip(receipts) {
-                    hub.delivered(
-                        channel,
-                        std::slice::from_ref(receipt),
-                        std::slice::from_ref(&body),
-                    );
+    let receipts = app
+        .writers
+        .write(move |store, done| {
+            let refs: Vec<&str> = channels.iter().map(String::as_str).collect();
+            let body = data.clone();
+            let targets = channels.clone();
+            store.publish_with(&refs, &data, move |result| {
+                if let Ok(receipts) = &result {
+                    for (channel, receipt) in targets.iter().zip(receipts) {
+                        hub.delivered(
+                            channel,
+                            std::slice::from_ref(receipt),
+                            std::slice::from_ref(&body),
+                        );
+                    }
                 }
-            }
-            let _ = tx.send(result);
+                done(result);
+            })
         })
-    })
-    .await??;
-    let receipts = rx.await.map_err(|_| Error::Closed)??;
+        .await?;
     crate::metrics::appended(receipts.len());
     let reply = wire::PublishedAll {
         messages: names
