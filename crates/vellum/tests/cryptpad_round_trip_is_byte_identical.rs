@@ -286,7 +286,19 @@ fn import_then_export_gives_every_file_back() {
     export_matches(&store, &ds, "after a crash");
 
     // Running the import again changes nothing: every channel is already there.
-    let again = import(&store, &ds).unwrap();
+    let last = std::sync::Mutex::new(None);
+    let again = import_cryptpad(
+        &store,
+        &ds.live(),
+        Some(&ds.archive()),
+        &|p: ImportProgress| *last.lock().unwrap() = Some(p),
+    )
+    .unwrap();
+    let last = last.into_inner().unwrap().unwrap();
+    assert_eq!(
+        last.bytes, last.bytes_total,
+        "the progress of a re-run reaches its end"
+    );
     assert_eq!(
         again.already_imported,
         report.channels + report.archived + report.trim_copies

@@ -78,8 +78,12 @@ pub fn import_cryptpad(
             }
         };
         let before = at.bytes;
+        // Read only when the id is taken: to tell an earlier run's channel from another.
+        let mut scanned = 0;
         let existing = existing(inner, &source, || {
-            builder::scan(&source, max, &mut |_| {}).map(|(fingerprint, _)| fingerprint)
+            let (fingerprint, bytes) = builder::scan(&source, max, &mut |_| {})?;
+            scanned = bytes;
+            Ok(fingerprint)
         })?;
         match existing {
             Existing::None => {
@@ -103,7 +107,10 @@ pub fn import_cryptpad(
                 report.bytes += counts.bytes;
                 at.bytes += counts.bytes;
             }
-            Existing::Imported => report.already_imported += 1,
+            Existing::Imported => {
+                report.already_imported += 1;
+                at.bytes += scanned;
+            }
             // Appeared since the check (another writer in this process).
             Existing::Conflict(e) => return Err(e),
         }
