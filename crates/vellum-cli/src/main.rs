@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod cryptpad;
 mod offline;
 mod serve;
 
@@ -31,11 +32,29 @@ enum Command {
     Stats(offline::DataArgs),
     /// Compact a data directory's message store (offline).
     Compact(offline::DataArgs),
+    /// Import another store's data (offline).
+    #[command(subcommand)]
+    Import(Import),
+    /// Export to another store's layout (offline).
+    #[command(subcommand)]
+    Export(Export),
     /// Run a benchmark workload (w1, w2, w3, w4) and print its figures.
     Bench(bench::BenchArgs),
     /// A workload's part that runs in a child process (used by `bench w4`).
     #[command(hide = true)]
     BenchChild(bench::ChildArgs),
+}
+
+#[derive(Subcommand)]
+enum Import {
+    /// A CryptPad datastore (channel logs, metadata logs, archive), lossless.
+    Cryptpad(cryptpad::ImportArgs),
+}
+
+#[derive(Subcommand)]
+enum Export {
+    /// CryptPad's layout, byte-identical to what was imported.
+    Cryptpad(cryptpad::ExportArgs),
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -53,6 +72,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Verify(args) => return offline::verify(args),
         Command::Stats(args) => offline::stats(args),
         Command::Compact(args) => offline::compact(args),
+        Command::Import(Import::Cryptpad(args)) => cryptpad::import(args),
+        Command::Export(Export::Cryptpad(args)) => cryptpad::export(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchChild(args) => bench::run_child(args),
     };

@@ -142,6 +142,10 @@ impl From<Error> for ApiError {
                 (S::CONFLICT, "bad_references")
             }
             Error::Corrupted { .. } => (S::INTERNAL_SERVER_ERROR, "corrupted"),
+            // Offline import/export only; never met by a request.
+            Error::ImportBadName { .. }
+            | Error::ImportLineTooLong { .. }
+            | Error::ExportTargetNotEmpty { .. } => (S::BAD_REQUEST, "bad_import"),
             Error::InvalidOptions(_) | Error::Io { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
