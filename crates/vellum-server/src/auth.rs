@@ -4,10 +4,7 @@
 
 use crate::config::{Scope, TokenConfig};
 use crate::{ApiError, AppState};
-use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::Response;
 use std::collections::HashMap;
 
 pub struct Auth {
@@ -90,20 +87,18 @@ pub fn required_scope(method: &Method, route: Option<&str>) -> Option<Scope> {
     }
 }
 
-/// Middleware: refuses a request whose token lacks the route's scope.
-pub async fn authorize(
-    State(app): State<AppState>,
-    route: Option<MatchedPath>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if let Some(needed) = required_scope(request.method(), route.as_ref().map(MatchedPath::as_str))
-    {
-        let value = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        app.auth.check(value, needed)?;
+/// Refuses a request whose token lacks the route's scope.
+pub fn authorize(
+    app: &AppState,
+    method: &Method,
+    route: Option<&str>,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), ApiError> {
+    match required_scope(method, route) {
+        Some(needed) => app.auth.check(
+            headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+            needed,
+        ),
+        None => Ok(()),
     }
-    Ok(next.run(request).await)
 }

@@ -140,10 +140,6 @@ pub fn app(state: AppState) -> Router {
         .layer(json_limit)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::authorize,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
             traffic::observe,
         ))
         .with_state(state)

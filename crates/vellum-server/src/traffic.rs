@@ -1,6 +1,7 @@
 //! Every request passes here first: a bound on requests in flight (beyond it, 503 at
-//! once rather than a queue that grows), a timeout to the response head, and the
-//! request metrics. Streams and subscribers have their own bounds, taken by their
+//! once rather than a queue that grows), the token check, a timeout to the response
+//! head, and the request metrics. One middleware rather than a stack of them: this
+//! runs for every request, so its cost is paid at the server's full request rate. Streams and subscribers have their own bounds, taken by their
 //! handlers.
 
 use crate::config::Limits;
@@ -58,10 +59,13 @@ pub async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
-    let route = route.map_or_else(|| "unknown".to_string(), |r| r.as_str().to_string());
+    let method = crate::metrics::method_label(request.method());
+    let route = route.as_ref().map(MatchedPath::as_str);
+    let allowed = crate::auth::authorize(&app, request.method(), route, request.headers());
+    let route = crate::metrics::route_label(route);
     let response = match app.traffic.in_flight.clone().try_acquire_owned() {
         Err(_) => ApiError::overloaded("too many requests in flight; retry later").into_response(),
+        Ok(_) if allowed.is_err() => allowed.expect_err("checked").into_response(),
         Ok(_permit) => match tokio::time::timeout(app.traffic.timeout, next.run(request)).await {
             Ok(response) => response,
             Err(_) => ApiError::new(
@@ -72,12 +76,7 @@ pub async fn observe(
             .into_response(),
         },
     };
-    crate::metrics::request_done(
-        method.as_str(),
-        &route,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    crate::metrics::request_done(method, route, response.status(), started.elapsed());
     response
 }
 
