@@ -36,6 +36,9 @@ pub struct W5Report {
     pub http_appends_per_s: f64,
     pub http_ack_p50_us: u64,
     pub http_ack_p99_us: u64,
+    /// Journal fsyncs and group commits during the append phase (and before it: none).
+    pub journal_syncs: u64,
+    pub commit_groups: u64,
     pub subscribers: usize,
     pub live_messages: usize,
     pub deliveries: usize,
@@ -71,6 +74,7 @@ async fn drive(options: &BenchOptions, addr: SocketAddr) -> anyhow::Result<W5Rep
     let http_appends_per_s = per_second(latencies.len(), elapsed);
     let http_ack_p50_us = percentile_us(&mut latencies, 50.0);
     let http_ack_p99_us = percentile_us(&mut latencies, 99.0);
+    let stats = server_stats(addr).await?;
 
     let subscribers = options.scaled(SUBSCRIBERS, 10);
     let live_messages = options.scaled(LIVE_MESSAGES, 20);
@@ -105,6 +109,8 @@ async fn drive(options: &BenchOptions, addr: SocketAddr) -> anyhow::Result<W5Rep
         http_appends_per_s,
         http_ack_p50_us,
         http_ack_p99_us,
+        journal_syncs: stats["journal_syncs"].as_u64().unwrap_or_default(),
+        commit_groups: stats["commit_groups"].as_u64().unwrap_or_default(),
         subscribers,
         live_messages,
         deliveries,
@@ -114,6 +120,17 @@ async fn drive(options: &BenchOptions, addr: SocketAddr) -> anyhow::Result<W5Rep
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// The server's `/v1/stats`.
+async fn server_stats(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
+    let mut sender = connect(addr).await?;
+    let request = hyper::Request::get("/v1/stats")
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let response = sender.send_request(request).await?;
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}
 
 /// One keep-alive HTTP/1.1 connection.
 async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {

@@ -3,6 +3,7 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::wire::{self, Line};
+use crate::writers::Answer;
 use crate::{AppState, hub};
 use axum::Json;
 use axum::body::Bytes;
@@ -11,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::ops::ControlFlow;
-use vellum::{NewMessage, ReadFrom, ReadRequest, Selector};
+use vellum::{NewMessage, ReadFrom, ReadRequest, Selector, TryQueued};
 
 /// Lines of a history read buffered between the engine and the socket, at most.
 const READ_LINES_IN_FLIGHT: usize = 64;
@@ -29,30 +30,43 @@ impl AppState {
         channel: String,
         messages: Vec<Outgoing>,
     ) -> Result<Vec<vellum::Appended>, ApiError> {
-        let hub = self.hub.clone();
-        let receipts = self
-            .writers
-            .write(move |store, done| {
-                let batch: Vec<NewMessage<'_>> = messages
-                    .iter()
-                    .map(|(data, key)| NewMessage {
-                        data,
-                        key: key.as_deref(),
-                    })
-                    .collect();
-                let bodies: Vec<Bytes> = messages.iter().map(|(data, _)| data.clone()).collect();
-                let for_hub = channel.clone();
-                store.append_with(&channel, &batch, move |result| {
-                    if let Ok(receipts) = &result {
-                        hub.delivered(&for_hub, receipts, &bodies);
-                    }
-                    done(result);
+        let (answer, waiting) = Answer::new();
+        let acknowledge = {
+            let (hub, channel, answer) = (self.hub.clone(), channel.clone(), answer.clone());
+            let bodies: Vec<Bytes> = messages.iter().map(|(data, _)| data.clone()).collect();
+            move |result: vellum::Result<Vec<vellum::Appended>>| {
+                if let Ok(receipts) = &result {
+                    hub.delivered(&channel, receipts, &bodies);
+                }
+                answer.send(result);
+            }
+        };
+        // On the event loop when that cannot wait (a warm channel, room in the queue);
+        // on a writer thread otherwise.
+        let queued = self
+            .store
+            .try_append_with(&channel, &new_messages(&messages), acknowledge)?;
+        if let TryQueued::WouldWait(acknowledge) = queued {
+            self.writers
+                .submit(answer, move |store, _| {
+                    store.append_with(&channel, &new_messages(&messages), acknowledge)
                 })
-            })
-            .await?;
+                .await?;
+        }
+        let receipts = waiting.answer().await?;
         crate::metrics::appended(receipts.len());
         Ok(receipts)
     }
+}
+
+fn new_messages(messages: &[Outgoing]) -> Vec<NewMessage<'_>> {
+    messages
+        .iter()
+        .map(|(data, key)| NewMessage {
+            data,
+            key: key.as_deref(),
+        })
+        .collect()
 }
 
 /// `POST /v1/channels/{id}/messages`: the raw body is one message; `Vellum-Key` sets its key.

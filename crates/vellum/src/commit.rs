@@ -236,6 +236,24 @@ impl Committer {
         })
     }
 
+    /// [`Committer::reserve`] without waiting: `None` when the queue has no room now.
+    pub fn try_reserve(&self, bytes: usize) -> Result<Option<Reservation<'_>>> {
+        self.check_writable()?;
+        let max = self.shared.settings.queue_bytes_max;
+        let mut queue = self.shared.queue.lock();
+        if queue.closing {
+            return Err(Error::Closed);
+        }
+        if queue.bytes > 0 && queue.bytes + bytes > max {
+            return Ok(None);
+        }
+        queue.bytes += bytes;
+        Ok(Some(Reservation {
+            committer: self,
+            bytes,
+        }))
+    }
+
     /// Queues a job. Call with its channels' states locked, so each channel's jobs
     /// queue in the order their offsets were assigned.
     pub fn submit(&self, mut reservation: Reservation<'_>, job: Job) {

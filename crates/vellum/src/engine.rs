@@ -60,6 +60,14 @@ pub struct Appended {
     pub durability: Durability,
 }
 
+/// What [`Vellum::try_append_with`] did.
+pub enum TryQueued<F> {
+    /// Queued: `done` will run.
+    Queued,
+    /// Not queued, nothing changed: it would have had to wait. Here is `done` back.
+    WouldWait(F),
+}
+
 /// Picks one message: by seq or by key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
@@ -431,6 +439,58 @@ impl Vellum {
                 Box::new(move |r| done(r.map(with_durability))),
             )
             .map(|_| ())
+    }
+
+    /// [`Vellum::append_with`] only if it can queue the batch without waiting — for
+    /// queue room, for the channel's lane, or for a load from disk — so an async
+    /// server can call it on its event loop. Otherwise it changes nothing and hands
+    /// `done` back (`TryQueued::WouldWait`) for a thread that may wait. Bad input is
+    /// refused here either way. Bodies that go to the message store always wait.
+    pub fn try_append_with<F>(
+        &self,
+        channel: &str,
+        messages: &[NewMessage<'_>],
+        done: F,
+    ) -> Result<TryQueued<F>>
+    where
+        F: FnOnce(Result<Vec<Appended>>) + Send + 'static,
+    {
+        let id = ChannelId::new(channel)?;
+        let inner = &self.inner;
+        inner.check_batch(messages)?;
+        if messages
+            .iter()
+            .any(|m| m.data.len() >= inner.options.embed_bytes_max)
+        {
+            return Ok(TryQueued::WouldWait(done));
+        }
+        let Some(channel) = inner.cache.peek(&id) else {
+            return Ok(TryQueued::WouldWait(done));
+        };
+        let stored = vec![None; messages.len()];
+        let write = Write::Append(messages);
+        let (keys, record_bytes) = inner.record_plan(&write, &stored);
+        let Some(reservation) = inner.committer.try_reserve(record_bytes + 1024)? else {
+            return Ok(TryQueued::WouldWait(done));
+        };
+        let Some(task) = channel.lane.try_ordered() else {
+            return Ok(TryQueued::WouldWait(done));
+        };
+        let Some(mut state) = channel.try_loaded() else {
+            return Ok(TryQueued::WouldWait(done));
+        };
+        let staged = inner.stage(&id, &channel, &mut state, write, keys, &stored, now_ms())?;
+        let (staged, receipts) = staged.expect("an append always stages a write");
+        inner.committer.submit(
+            reservation,
+            Job {
+                writes: vec![staged],
+                done: Box::new(move |r| done(r.map(|d| with_durability((receipts, d))))),
+            },
+        );
+        drop(state);
+        drop(task);
+        Ok(TryQueued::Queued)
     }
 
     /// Reads history as `request` says: a consistent snapshot, streamed.
@@ -982,6 +1042,28 @@ impl Inner {
         Ok(())
     }
 
+    /// An append's keys (given, or hashed from the content) and the bytes its records
+    /// will take; nothing for other writes.
+    fn record_plan(&self, write: &Write<'_>, stored: &[Option<MsgId>]) -> (Vec<Vec<u8>>, usize) {
+        let Write::Append(batch) = write else {
+            return (Vec::new(), 0);
+        };
+        let keys: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|m| m.key.map_or_else(|| content_key(m.data), <[u8]>::to_vec))
+            .collect();
+        let record_bytes = batch
+            .iter()
+            .zip(&keys)
+            .zip(stored)
+            .map(|((m, key), stored)| match stored {
+                Some(_) => crate::channel::file::stored_record_bytes(key.len()),
+                None => crate::channel::file::message_record_bytes(key.len(), m.data.len()),
+            })
+            .sum();
+        (keys, record_bytes)
+    }
+
     fn write_records(
         &self,
         id: &ChannelId,
@@ -990,25 +1072,7 @@ impl Inner {
         done: WriteDone,
     ) -> Result<bool> {
         // Keys are hashed before any lock is taken.
-        let keys: Vec<Vec<u8>> = match &write {
-            Write::Append(batch) => batch
-                .iter()
-                .map(|m| m.key.map_or_else(|| content_key(m.data), <[u8]>::to_vec))
-                .collect(),
-            _ => Vec::new(),
-        };
-        let record_bytes: usize = match &write {
-            Write::Append(batch) => batch
-                .iter()
-                .zip(&keys)
-                .zip(stored)
-                .map(|((m, key), stored)| match stored {
-                    Some(_) => crate::channel::file::stored_record_bytes(key.len()),
-                    None => crate::channel::file::message_record_bytes(key.len(), m.data.len()),
-                })
-                .sum(),
-            _ => 0,
-        };
+        let (keys, record_bytes) = self.record_plan(&write, stored);
         // Room for a new channel's header and metadata, or an amendment, counted roughly.
         let reservation = self.committer.reserve(record_bytes + 1024)?;
         let channel = self.cache.get(id);

@@ -28,7 +28,8 @@ pub use lost::LostRange;
 
 pub use commit::CommitStats;
 pub use engine::{
-    Appended, ChannelInfo, NewMessage, ReferenceCheck, Scope, Selector, StoreStats, Vellum,
+    Appended, ChannelInfo, NewMessage, ReferenceCheck, Scope, Selector, StoreStats, TryQueued,
+    Vellum,
 };
 pub use error::{Error, Result};
 pub use eviction::EvictionReport;

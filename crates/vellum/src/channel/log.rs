@@ -299,6 +299,12 @@ impl Channel {
         Ok(state)
     }
 
+    /// The state if it is loaded already; `None` when loading it would read the disk.
+    pub fn try_loaded(&self) -> Option<MutexGuard<'_, State>> {
+        let state = self.state.lock();
+        (!matches!(state.presence, Presence::Unloaded)).then_some(state)
+    }
+
     /// Waits until every queued write of this channel is committed.
     pub fn wait_drained<'a>(&self, state: &mut MutexGuard<'a, State>) {
         while state.pending > 0 {

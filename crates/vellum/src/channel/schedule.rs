@@ -153,6 +153,20 @@ impl Lane {
         self.enter(TaskClass::Ordered)
     }
 
+    /// An ordered task's guard if it may run at once (nothing ahead of it in the
+    /// FIFO); `None`, changing nothing, if it would have to wait.
+    pub fn try_ordered(&self) -> Option<LaneGuard<'_>> {
+        let mut st = self.state.lock();
+        if st.serving != st.next_ticket {
+            return None;
+        }
+        st.next_ticket += 1;
+        Some(LaneGuard {
+            lane: self,
+            class: TaskClass::Ordered,
+        })
+    }
+
     /// `enter(TaskClass::Unordered)`.
     pub fn unordered(&self) -> LaneGuard<'_> {
         self.enter(TaskClass::Unordered)
