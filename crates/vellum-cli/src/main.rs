@@ -58,13 +58,7 @@ enum Export {
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     raise_open_file_limit();
     let done = match Cli::parse().command {
         Command::Serve(args) => serve::run(args),
@@ -78,6 +72,21 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::BenchChild(args) => bench::run_child(args),
     };
     done.map(|()| std::process::ExitCode::SUCCESS)
+}
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`); one JSON object
+/// per event with `VELLUM_LOG_FORMAT=json`, for log collectors.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("VELLUM_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 }
 
 /// Channel files stay open in a cache of up to `open_files_max`; lift the soft limit

@@ -76,7 +76,25 @@ pub async fn observe(
             .into_response(),
         },
     };
-    crate::metrics::request_done(method, route, response.status(), started.elapsed());
+    let (status, elapsed) = (response.status(), started.elapsed());
+    crate::metrics::request_done(method, route, status, elapsed);
+    if status.is_server_error() {
+        tracing::warn!(
+            method,
+            route,
+            status = status.as_u16(),
+            elapsed_us = elapsed.as_micros() as u64,
+            "request failed"
+        );
+    } else {
+        tracing::debug!(
+            method,
+            route,
+            status = status.as_u16(),
+            elapsed_us = elapsed.as_micros() as u64,
+            "request"
+        );
+    }
     response
 }
 
