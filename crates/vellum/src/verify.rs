@@ -7,6 +7,7 @@
 //! always). It starts with a checkpoint, so every acknowledged write is in its file.
 
 use crate::channel::file::{Body, Cursor, Header, Step};
+use crate::channel::refs::for_each_channel_file;
 use crate::engine::{ReferenceCheck, Vellum};
 use crate::error::{Error, IoContext, Result};
 use crate::lost::LostRange;
@@ -67,18 +68,20 @@ impl Vellum {
             Ok(()) | Err(Error::Poisoned { .. }) => {}
             Err(e) => return Err(e),
         }
-        let layout = &self.inner().layout;
-        for path in self.channel_files(&layout.channels)? {
-            report.live_channels += 1;
-            progress(VerifyStep::ChannelFile);
-            self.verify_file(&path, Appends::Possible, &mut report)?;
-        }
-        for tree in [&layout.archive, &layout.trimmed] {
-            for path in self.channel_files(tree)? {
-                report.archived_files += 1;
+        let (storage, layout) = (&*self.inner().storage, &self.inner().layout);
+        for (tree, appends) in [
+            (&layout.channels, Appends::Possible),
+            (&layout.archive, Appends::None),
+            (&layout.trimmed, Appends::None),
+        ] {
+            for_each_channel_file(storage, tree, &mut |path| {
+                match appends {
+                    Appends::Possible => report.live_channels += 1,
+                    Appends::None => report.archived_files += 1,
+                }
                 progress(VerifyStep::ChannelFile);
-                self.verify_file(&path, Appends::None, &mut report)?;
-            }
+                self.verify_file(path, appends, &mut report)
+            })?;
         }
         let store = &self.inner().store;
         let ids = store.ids();
@@ -97,28 +100,6 @@ impl Vellum {
         report.references = self.check_references()?;
         report.lost_ranges = self.lost_ranges();
         Ok(report)
-    }
-
-    /// The channel files under `tree` (`<tree>/<shard>/<id>.vlog`).
-    fn channel_files(&self, tree: &Path) -> Result<Vec<PathBuf>> {
-        let storage = &self.inner().storage;
-        let mut files = Vec::new();
-        let shards = storage
-            .list_dir(tree)
-            .context(|| format!("listing {}", tree.display()))?;
-        for shard in shards {
-            let dir = tree.join(&shard);
-            let names = storage
-                .list_dir(&dir)
-                .context(|| format!("listing {}", dir.display()))?;
-            files.extend(
-                names
-                    .iter()
-                    .filter(|n| n.ends_with(crate::channel::id::FILE_SUFFIX))
-                    .map(|n| dir.join(n)),
-            );
-        }
-        Ok(files)
     }
 
     /// Checks one channel file: its header, every record, every stored body it

@@ -2,6 +2,7 @@
 //! message record in `channels/`, `archive/` and `trimmed/` holds one reference.
 
 use super::file::{Body, Cursor, Header, Step};
+use super::id::FILE_SUFFIX;
 use crate::error::{IoContext, Result};
 use crate::layout::Layout;
 use crate::storage::{OpenMode, Storage};
@@ -16,19 +17,33 @@ pub fn for_each_reference(
     add: &mut dyn FnMut(MsgId, u32),
 ) -> Result<()> {
     for tree in [&layout.channels, &layout.archive, &layout.trimmed] {
-        let shards = storage
-            .list_dir(tree)
-            .context(|| format!("listing {}", tree.display()))?;
-        for shard in shards {
-            let dir = tree.join(&shard);
-            let names = storage
-                .list_dir(&dir)
-                .context(|| format!("listing {}", dir.display()))?;
-            for name in names.iter().filter(|n| n.ends_with(".vlog")) {
-                for id in stored_ids(storage, &dir.join(name))? {
-                    add(id, 1);
-                }
+        for_each_channel_file(storage, tree, &mut |path| {
+            for id in stored_ids(storage, path)? {
+                add(id, 1);
             }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Calls `visit` with the path of every channel file under `tree`
+/// (`<tree>/<shard>/<id>.vlog`), listing one shard directory at a time.
+pub fn for_each_channel_file(
+    storage: &dyn Storage,
+    tree: &Path,
+    visit: &mut dyn FnMut(&Path) -> Result<()>,
+) -> Result<()> {
+    let shards = storage
+        .list_dir(tree)
+        .context(|| format!("listing {}", tree.display()))?;
+    for shard in shards {
+        let dir = tree.join(&shard);
+        let names = storage
+            .list_dir(&dir)
+            .context(|| format!("listing {}", dir.display()))?;
+        for name in names.iter().filter(|n| n.ends_with(FILE_SUFFIX)) {
+            visit(&dir.join(name))?;
         }
     }
     Ok(())
