@@ -85,7 +85,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_message() {
     let data = dir.path().join("data");
     let acked: Acked = Arc::default();
     // A fixed-seed LCG picks the kill moments; the seed is printed on failure.
-    let mut rng: u64 = 0x5eed_0f_c4a5;
+    let mut rng: u64 = 0x5eed_0fc4_a5a5;
     let mut total_acked = 0;
     for cycle in 0..CYCLES {
         let server = ServerProcess::start(Path::new(EXE), &data, &[]).unwrap();
