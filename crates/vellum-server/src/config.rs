@@ -115,6 +115,9 @@ pub struct Limits {
     pub json_body_bytes_max: usize,
     /// A request that has not produced its response head after this long answers 503.
     pub request_timeout_ms: u64,
+    /// A connection that has not sent a whole request head this long after it was
+    /// ready for one (idle keep-alive included) is closed.
+    pub header_read_timeout_ms: u64,
     /// Requests being handled at once; beyond it a request answers 503 at once.
     pub requests_in_flight_max: usize,
     /// Streamed responses (history reads, listings) at once; each holds a thread
@@ -138,6 +141,7 @@ impl Default for Limits {
             message_bytes_max: 8 * 1024 * 1024,
             json_body_bytes_max: 16 * 1024 * 1024,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 30_000,
             requests_in_flight_max: 4096,
             streams_max: 256,
             subscribers_max: 10_000,
@@ -151,6 +155,10 @@ impl Default for Limits {
 impl Limits {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 
     pub fn subscriber_send_timeout(&self) -> Duration {
@@ -191,6 +199,7 @@ impl Config {
                 && l.streams_max > 0
                 && l.subscriber_lag_messages_max > 0
                 && l.request_timeout_ms > 0
+                && l.header_read_timeout_ms > 0
                 && l.subscriber_send_timeout_ms > 0,
             "limits must be positive"
         );

@@ -67,21 +67,31 @@ pub async fn serve_on(
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
                 .map_err(|e| anyhow::anyhow!("loading TLS certificate and key: {e}"))?;
-            axum_server::from_tcp_rustls(listener, rustls)
-                .handle(handle)
-                .serve(service)
-                .await?;
+            let mut server = axum_server::from_tcp_rustls(listener, rustls);
+            limit_header_time(server.http_builder(), config.limits.header_read_timeout());
+            server.handle(handle).serve(service).await?;
         }
         None => {
-            axum_server::from_tcp(listener)
-                .handle(handle)
-                .serve(service)
-                .await?;
+            let mut server = axum_server::from_tcp(listener);
+            limit_header_time(server.http_builder(), config.limits.header_read_timeout());
+            server.handle(handle).serve(service).await?;
         }
     }
     tokio::task::spawn_blocking(move || store.close()).await?;
     tracing::info!("store closed cleanly");
     Ok(())
+}
+
+/// A connection that has not sent a whole request head within `timeout` of being
+/// ready for one is closed: idle or trickling connections cannot pile up.
+fn limit_header_time(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: Duration,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
 }
 
 /// Completes on SIGINT or SIGTERM: what `vellum serve` shuts down on.

@@ -187,3 +187,40 @@ async fn refuses_to_listen_beyond_loopback_without_tokens() {
     let err = vellum_server::serve(config, async {}).await.unwrap_err();
     assert!(err.to_string().contains("without access tokens"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_trickles_its_request_head_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = vellum_server::Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: addr,
+        ..vellum_server::Config::default()
+    };
+    config.limits.header_read_timeout_ms = 200;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(vellum_server::serve_on(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Half a request head, then nothing.
+    socket
+        .write_all(b"POST /v1/channels/slow/messages HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server kept a trickling connection open for 10 s"
+    );
+    assert!(!String::from_utf8_lossy(&answer).contains("201"));
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
