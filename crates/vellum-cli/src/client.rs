@@ -90,10 +90,10 @@ enum ChannelCommand {
     /// Print the folded metadata, or apply a CryptPad command to it.
     Metadata {
         id: String,
-        /// A command such as ADD_OWNERS, with --args.
+        /// A command such as RESTRICT_ACCESS, with --args.
         #[arg(long, requires = "args")]
         command: Option<String>,
-        /// The command's argument as JSON, e.g. '["ownerkey"]'.
+        /// The command's argument as JSON, e.g. '[true]'.
         #[arg(long)]
         args: Option<String>,
     },
@@ -338,12 +338,19 @@ fn tail(client: &Client, id: &str, query: &[(&str, String)]) -> anyhow::Result<(
                 writeln!(out, "{text}")?;
                 out.flush()?;
             }
+            // A normal close (the channel was removed or archived, the server
+            // stops) ends the tail; any other is an error.
             tungstenite::Message::Close(frame) => {
-                let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
-                if reason.is_empty() {
+                let Some(frame) = frame else {
+                    return Ok(());
+                };
+                if frame.code == tungstenite::protocol::frame::coding::CloseCode::Normal
+                    || frame.code == tungstenite::protocol::frame::coding::CloseCode::Away
+                {
+                    eprintln!("subscription ended: {}", frame.reason);
                     return Ok(());
                 }
-                bail!("subscription closed: {reason}");
+                bail!("subscription closed: {}", frame.reason);
             }
             _ => {}
         }

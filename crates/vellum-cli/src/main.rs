@@ -38,7 +38,7 @@ enum Command {
     /// Export to another store's layout (offline).
     #[command(subcommand)]
     Export(Export),
-    /// Run a benchmark workload (w1, w2, w3, w4) and print its figures.
+    /// Run a benchmark workload (w1 … w5) and print its figures.
     Bench(bench::BenchArgs),
     /// A workload's part that runs in a child process (used by `bench w4`).
     #[command(hide = true)]

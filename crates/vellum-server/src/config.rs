@@ -194,6 +194,12 @@ impl Config {
         );
         let l = &self.limits;
         anyhow::ensure!(
+            (1..=vellum::MESSAGE_BYTES_CEILING).contains(&l.message_bytes_max),
+            "message_bytes_max must be 1 to {} bytes",
+            vellum::MESSAGE_BYTES_CEILING
+        );
+        anyhow::ensure!(l.open_files_max >= 2, "open_files_max must be at least 2");
+        anyhow::ensure!(
             l.requests_in_flight_max > 0
                 && l.subscribers_max > 0
                 && l.streams_max > 0

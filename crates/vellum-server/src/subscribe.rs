@@ -17,6 +17,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use serde::Deserialize;
 use std::ops::ControlFlow;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
@@ -28,21 +29,41 @@ const HISTORY_FRAMES_IN_FLIGHT: usize = 64;
 /// The most bytes a client may send us in one frame (it has nothing to say but close).
 const CLIENT_FRAME_BYTES_MAX: usize = 4096;
 
+/// Where a subscription starts (at most one; default: the oldest message). It has no
+/// end: `limit` and `to_seq` are refused.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeQuery {
+    /// The first message with a seq ≥ this one.
+    pub from_seq: Option<u64>,
+    /// The messages after the one with this key.
+    pub after_key: Option<String>,
+    /// The last N messages, then live ones.
+    pub last: Option<usize>,
+}
+
 #[utoipa::path(get, path = "/v1/channels/{id}/subscribe", tag = "messages",
-    params(("id" = String, Path, description = "Channel id"), ReadQuery),
+    params(("id" = String, Path, description = "Channel id"), SubscribeQuery),
     responses((status = 101, description = "WebSocket: history, then live messages, one JSON text frame each"),
               (status = 400, body = ErrorBody), (status = 410, body = ErrorBody, description = "Archived"),
               (status = 503, body = ErrorBody, description = "Too many subscribers")))]
 pub async fn subscribe(
     State(app): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    query: Result<Query<ReadQuery>, QueryRejection>,
+    query: Result<Query<SubscribeQuery>, QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let Path(id) = id?;
     let Query(query) = query?;
     vellum::ChannelId::new(&id).map_err(Error::from)?;
-    let (request, skip_first) = query.request()?;
+    let (request, skip_first) = ReadQuery {
+        from_seq: query.from_seq,
+        after_key: query.after_key,
+        last: query.last,
+        to_seq: None,
+        limit: None,
+    }
+    .request()?;
     let upgrade = upgrade.map_err(|r| ApiError::bad_request("not_websocket", r.body_text()))?;
     let permit = app.traffic.subscriber_permit()?;
     let store = app.store.clone();

@@ -188,6 +188,16 @@ async fn refuses_to_listen_beyond_loopback_without_tokens() {
     assert!(err.to_string().contains("without access tokens"), "{err}");
 }
 
+#[test]
+fn limits_the_engine_cannot_honour_are_refused_by_the_config() {
+    let mut config = vellum_server::Config::default();
+    config.limits.message_bytes_max = vellum::MESSAGE_BYTES_CEILING + 1;
+    let err = config.validate().unwrap_err();
+    assert!(err.to_string().contains("message_bytes_max"), "{err}");
+    config.limits.message_bytes_max = 0;
+    assert!(config.validate().is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_trickles_its_request_head_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

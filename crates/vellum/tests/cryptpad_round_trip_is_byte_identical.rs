@@ -431,6 +431,35 @@ fn a_channel_made_in_vellum_exports_as_cryptpad_writes_one() {
 }
 
 #[test]
+fn a_channel_with_a_multi_line_message_is_skipped_not_split() {
+    let sim = SimStorage::new();
+    provision(&sim);
+    let store = open(&sim);
+    let ds = Datastore::new(3);
+    let (split, whole) = (common::cryptpad::id("split"), common::cryptpad::id("whole"));
+    store.append(&split, b"one line").unwrap();
+    store.append(&split, b"line one\nline two").unwrap();
+    store.append(&whole, b"single").unwrap();
+    let out = ds.scratch("out");
+    let report = export_cryptpad(&store, &out, None, &|_| {}).unwrap();
+    assert_eq!((report.channels, report.messages), (1, 1));
+    assert_eq!(report.skipped.total, 1);
+    assert!(
+        report.skipped.listed[0].reason.contains("seq 1"),
+        "{:?}",
+        report.skipped
+    );
+    let files = read_tree(&out);
+    assert!(files.contains_key(&PathBuf::from(Datastore::rel(&whole, ".ndjson"))));
+    // Nothing of the skipped channel is left behind.
+    assert!(
+        files.keys().all(|p| !p.to_string_lossy().contains("split")),
+        "{:?}",
+        files.keys()
+    );
+}
+
+#[test]
 fn an_append_after_a_torn_last_line_stays_readable_once_exported() {
     let sim = SimStorage::new();
     provision(&sim);

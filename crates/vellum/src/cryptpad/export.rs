@@ -84,6 +84,14 @@ pub fn export_cryptpad(
     Ok(exporter.report)
 }
 
+/// What `Exporter::channel` did.
+enum Written {
+    /// Written; the reason of its last archive marker, if no restore followed it.
+    Done { reason: Option<String> },
+    /// Not written: it cannot be CryptPad lines (reported in `skipped`).
+    Skipped,
+}
+
 struct Exporter<'a> {
     inner: &'a Inner,
     report: ExportReport,
@@ -108,7 +116,9 @@ impl Exporter<'_> {
                 _ => return Ok(()),
             }
         };
-        self.channel(id, file, len, path, out)?;
+        if let Written::Skipped = self.channel(id, file, len, path, out)? {
+            return Ok(());
+        }
         self.report.channels += 1;
         self.advanced();
         Ok(())
@@ -127,7 +137,11 @@ impl Exporter<'_> {
         let Some((file, len)) = open_quietly(self.inner, path)? else {
             return Ok(()); // Restored or removed since the directory was listed.
         };
-        if let Some(reason) = self.channel(id, file, len, path, archive_out)?
+        let reason = match self.channel(id, file, len, path, archive_out)? {
+            Written::Skipped => return Ok(()),
+            Written::Done { reason } => reason,
+        };
+        if let Some(reason) = reason
             && !reason.is_empty()
         {
             // CryptPad writes a placeholder only for a reason, in the live tree.
@@ -160,7 +174,9 @@ impl Exporter<'_> {
         let Some((file, len)) = open_quietly(self.inner, path)? else {
             return Ok(()); // Deleted by retention since the directory was listed.
         };
-        self.channel(id, file, len, path, archive_out)?;
+        if let Written::Skipped = self.channel(id, file, len, path, archive_out)? {
+            return Ok(());
+        }
         self.report.trim_copies += 1;
         self.advanced();
         Ok(())
@@ -179,7 +195,9 @@ impl Exporter<'_> {
     }
 
     /// Writes the CryptPad files of one channel file under `root`; returns the reason
-    /// of its last archive marker, if no restore followed it.
+    /// of its last archive marker, if no restore followed it. A channel holding a
+    /// message with a newline cannot be written as CryptPad's one line per message:
+    /// its files are removed again and it is reported skipped (`Written::Skipped`).
     fn channel(
         &mut self,
         id: &ChannelId,
@@ -187,7 +205,7 @@ impl Exporter<'_> {
         len: u64,
         path: &Path,
         root: &Path,
-    ) -> Result<Option<String>> {
+    ) -> Result<Written> {
         let mut log = OutFile::new(path_of(root, id, FileKind::Log));
         let mut metadata = OutFile::new(path_of(root, id, FileKind::Metadata));
         let mut hint = OutFile::new(path_of(root, id, FileKind::OffsetHint));
@@ -195,15 +213,25 @@ impl Exporter<'_> {
         let dirs = &mut self.dirs;
         let store = &self.inner.store;
         let mut messages = 0;
+        let mut multiline = None;
         for_each_record(file, len, path, |body| {
             match body {
-                Body::Message { data, .. } => {
+                Body::Message { seq, data, .. } => {
+                    if data.contains(&b'\n') {
+                        multiline = Some(seq);
+                        return Ok(ControlFlow::Break(()));
+                    }
                     messages += 1;
                     log.line(data, dirs)?;
                 }
-                Body::Stored { id, .. } => {
+                Body::Stored { seq, id, .. } => {
+                    let data = store.read(&id)?;
+                    if data.contains(&b'\n') {
+                        multiline = Some(seq);
+                        return Ok(ControlFlow::Break(()));
+                    }
                     messages += 1;
-                    log.line(&store.read(&id)?, dirs)?;
+                    log.line(&data, dirs)?;
                 }
                 Body::Metadata { line, .. } => metadata.line(line, dirs)?,
                 Body::CryptPad { part, bytes, .. } => match part {
@@ -220,11 +248,21 @@ impl Exporter<'_> {
             }
             Ok(ControlFlow::Continue(()))
         })?;
+        if let Some(seq) = multiline {
+            for file in [log, metadata, hint] {
+                file.discard()?;
+            }
+            self.report.skipped.push(
+                path.to_path_buf(),
+                format!("message seq {seq} holds a newline, which CryptPad's one-line-per-message log cannot"),
+            );
+            return Ok(Written::Skipped);
+        }
         self.report.messages += messages;
         for file in [log, metadata, hint] {
             self.report.bytes += file.finish()?;
         }
-        Ok(reason)
+        Ok(Written::Done { reason })
     }
 
     fn advanced(&self) {
@@ -311,6 +349,16 @@ impl OutFile {
     }
 
     /// Flushes and fsyncs the file, if it was created; returns its bytes.
+    /// Removes the file again, if it was made.
+    fn discard(self) -> Result<()> {
+        if self.file.is_some() {
+            drop(self.file);
+            std::fs::remove_file(&self.path)
+                .context(|| format!("removing {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
     fn finish(self) -> Result<u64> {
         if let Some(file) = self.file {
             let context = || format!("writing {}", self.path.display());
