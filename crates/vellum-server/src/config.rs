@@ -120,6 +120,8 @@ pub struct Limits {
     pub header_read_timeout_ms: u64,
     /// Requests being handled at once; beyond it a request answers 503 at once.
     pub requests_in_flight_max: usize,
+    /// Open connections (subscribers included); one beyond it is closed at once.
+    pub connections_max: usize,
     /// Streamed responses (history reads, listings) at once; each holds a thread
     /// of the blocking pool while its client reads.
     pub streams_max: usize,
@@ -143,6 +145,7 @@ impl Default for Limits {
             request_timeout_ms: 30_000,
             header_read_timeout_ms: 30_000,
             requests_in_flight_max: 4096,
+            connections_max: 16_384,
             streams_max: 256,
             subscribers_max: 10_000,
             subscriber_lag_messages_max: 1024,
@@ -202,6 +205,7 @@ impl Config {
         anyhow::ensure!(
             l.requests_in_flight_max > 0
                 && l.subscribers_max > 0
+                && l.connections_max > 0
                 && l.streams_max > 0
                 && l.subscriber_lag_messages_max > 0
                 && l.request_timeout_ms > 0

@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod channels;
 mod config;
+mod connections;
 mod error;
 mod hub;
 mod messages;

@@ -1,8 +1,10 @@
 //! Running the server: open the store, listen (TLS when configured), stop cleanly.
 
 use crate::config::Config;
+use crate::connections::ConnectionLimit;
 use crate::{AppState, app};
 use axum_server::Handle;
+use axum_server::accept::NoDelayAcceptor;
 use std::sync::Arc;
 use std::time::Duration;
 use vellum::Vellum;
@@ -61,18 +63,21 @@ pub async fn serve_on(
         tokens = config.tokens.len(),
         "vellum serving"
     );
+    // Innermost, before TLS: a connection over the bound costs no handshake.
+    let accept = ConnectionLimit::new(NoDelayAcceptor::new(), config.limits.connections_max);
     match &config.tls {
         Some(tls) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
                 .map_err(|e| anyhow::anyhow!("loading TLS certificate and key: {e}"))?;
-            let mut server = axum_server::from_tcp_rustls(listener, rustls);
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(accept);
+            let mut server = axum_server::from_tcp(listener).acceptor(tls);
             limit_header_time(server.http_builder(), config.limits.header_read_timeout());
             server.handle(handle).serve(service).await?;
         }
         None => {
-            let mut server = axum_server::from_tcp(listener);
+            let mut server = axum_server::from_tcp(listener).acceptor(accept);
             limit_header_time(server.http_builder(), config.limits.header_read_timeout());
             server.handle(handle).serve(service).await?;
         }

@@ -234,3 +234,64 @@ async fn a_connection_that_trickles_its_request_head_is_closed() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_and_a_freed_place_is_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = vellum_server::Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: addr,
+        ..vellum_server::Config::default()
+    };
+    config.limits.connections_max = 2;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(vellum_server::serve_on(listener, config, async {
+        let _ = stopped.await;
+    }));
+    let health = |mut socket: tokio::net::TcpStream| async move {
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    // Two idle connections hold both places (one request each proves they are served).
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The third is closed without an answer.
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        probe.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the connection over the limit was left open");
+    assert!(
+        closed.is_err() || answer.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(health(first).await.unwrap().starts_with("HTTP/1.1 200"));
+    drop(second);
+    // Places are freed as connections close; a new one is served again.
+    let mut served = false;
+    for _ in 0..100 {
+        let socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if health(socket)
+            .await
+            .is_ok_and(|a| a.starts_with("HTTP/1.1 200"))
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(served);
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
