@@ -201,19 +201,8 @@ fn limits_the_engine_cannot_honour_are_refused_by_the_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_trickles_its_request_head_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = vellum_server::Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: addr,
-        ..vellum_server::Config::default()
-    };
-    config.limits.header_read_timeout_ms = 200;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(vellum_server::serve_on(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let server = Serving::start(|limits| limits.header_read_timeout_ms = 200);
+    let addr = server.addr;
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     // Half a request head, then nothing.
     socket
@@ -231,26 +220,14 @@ async fn a_connection_that_trickles_its_request_head_is_closed() {
         "the server kept a trickling connection open for 10 s"
     );
     assert!(!String::from_utf8_lossy(&answer).contains("201"));
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_are_closed_and_a_freed_place_is_reused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut config = vellum_server::Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: addr,
-        ..vellum_server::Config::default()
-    };
-    config.limits.connections_max = 2;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(vellum_server::serve_on(listener, config, async {
-        let _ = stopped.await;
-    }));
+    let server = Serving::start(|limits| limits.connections_max = 2);
+    let addr = server.addr;
     let health = |mut socket: tokio::net::TcpStream| async move {
         socket
             .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -304,6 +281,43 @@ async fn connections_beyond_the_limit_are_closed_and_a_freed_place_is_reused() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(served);
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    server.stop().await;
+}
+
+/// `serve_on` a loopback port with some limits changed, until `stop`.
+struct Serving {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Serving {
+    fn start(limits: impl FnOnce(&mut vellum_server::Limits)) -> Serving {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = vellum_server::Config {
+            data_dir: dir.path().to_path_buf(),
+            listen: addr,
+            ..vellum_server::Config::default()
+        };
+        limits(&mut config.limits);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(vellum_server::serve_on(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Serving {
+            addr,
+            stop,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// Shuts down cleanly, as on SIGTERM.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.server.await.unwrap().unwrap();
+    }
 }
