@@ -27,7 +27,6 @@ mod writers;
 pub use auth::required_scope;
 pub use config::{Config, Limits, Scope, Sync, TlsConfig, TokenConfig};
 pub use error::ApiError;
-pub use metrics::handle as metrics_handle;
 pub use openapi::document as openapi_document;
 pub use serve::{serve, serve_on, shutdown_signal};
 

@@ -198,10 +198,17 @@ impl Vellum {
         options: Options,
     ) -> Result<Vellum> {
         let path = path.as_ref();
-        assert!(
-            options.message_bytes_max <= MESSAGE_BYTES_CEILING,
-            "message_bytes_max is at most {MESSAGE_BYTES_CEILING}"
-        );
+        // Options come from configuration: refused with a typed error, before anything is touched.
+        if !(1..=MESSAGE_BYTES_CEILING).contains(&options.message_bytes_max) {
+            return Err(Error::InvalidOptions(format!(
+                "message_bytes_max must be 1 to {MESSAGE_BYTES_CEILING} bytes"
+            )));
+        }
+        if options.open_files_max < 2 {
+            return Err(Error::InvalidOptions(
+                "open_files_max must be at least 2".into(),
+            ));
+        }
         let layout = Layout::new(path);
         crate::storage::create_dir_durably(&*storage, path)
             .context(|| format!("creating {}", path.display()))?;

@@ -669,3 +669,29 @@ fn create_of_an_existing_channel_is_already_exists() {
         |e| matches!(e, Error::AlreadyExists { .. }),
     );
 }
+
+#[test]
+fn options_out_of_range_are_refused_before_the_directory_is_touched() {
+    let sim = SimStorage::new();
+    for options in [
+        vellum::Options {
+            message_bytes_max: vellum::MESSAGE_BYTES_CEILING + 1,
+            ..options()
+        },
+        vellum::Options {
+            message_bytes_max: 0,
+            ..options()
+        },
+        vellum::Options {
+            open_files_max: 1,
+            ..options()
+        },
+    ] {
+        let opened = Vellum::open_with_storage(std::sync::Arc::new(sim.clone()), ROOT, options);
+        assert!(matches!(opened, Err(vellum::Error::InvalidOptions(_))));
+        assert!(
+            sim.list_dir(std::path::Path::new(ROOT)).is_err(),
+            "the directory was made"
+        );
+    }
+}
