@@ -299,6 +299,12 @@ impl Committer {
         *self.shared.stats.lock()
     }
 
+    /// Refuses every later write until reopened, for a failure met outside the
+    /// journal (the message store's segments).
+    pub fn poison(&self, cause: String) {
+        self.shared.poison(cause);
+    }
+
     /// Whether a failed write or sync has poisoned the journal.
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned().is_some()

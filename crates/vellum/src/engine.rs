@@ -507,9 +507,10 @@ impl Vellum {
         let _task = channel.lane.unordered();
         let mut state = self.inner.loaded(&channel)?;
         state.last_access_ms = now_ms();
-        let live = live_or_error(&id, &state)?;
+        let live = committed_live(&id, &state)?;
         history::plan(
             &id,
+            channel.clone(),
             id.file_in(&self.inner.layout.channels),
             live,
             request,
@@ -523,7 +524,7 @@ impl Vellum {
         let channel = self.inner.cache.get(&id);
         let _task = channel.lane.unordered();
         let state = self.inner.loaded(&channel)?;
-        Ok(live_or_error(&id, &state)?.metadata.clone())
+        Ok(committed_live(&id, &state)?.metadata.clone())
     }
 
     /// Applies a CryptPad metadata command; it is logged only if it changes the state.
@@ -666,7 +667,7 @@ impl Vellum {
         let id = ChannelId::new(channel)?;
         let channel = self.inner.cache.get(&id);
         let state = self.inner.loaded(&channel)?;
-        Ok(matches!(state.presence, Presence::Live(_)))
+        Ok(committed_live(&id, &state).is_ok())
     }
 
     pub fn is_archived(&self, channel: &str) -> Result<bool> {
@@ -795,6 +796,18 @@ impl Iterator for ChannelList<'_> {
 }
 
 /// The live channel in `state`, or why there is none.
+/// A channel's committed state, as readers see it: a channel whose creation is still
+/// queued — nothing of it committed, as after a failed commit until the reopen — does
+/// not exist yet.
+pub(crate) fn committed_live<'s>(id: &ChannelId, state: &'s State) -> Result<&'s Live> {
+    match live_or_error(id, state)? {
+        live if live.len() == 0 => Err(Error::NotFound {
+            channel: id.clone(),
+        }),
+        live => Ok(live),
+    }
+}
+
 pub(crate) fn live_or_error<'s>(id: &ChannelId, state: &'s State) -> Result<&'s Live> {
     match &state.presence {
         Presence::Live(live) => Ok(live),
@@ -926,7 +939,7 @@ impl Inner {
     fn publish(&self, ids: &[ChannelId], message: NewMessage<'_>, done: WriteDone) -> Result<()> {
         let stored = if message.data.len() >= self.options.embed_bytes_max {
             let id = MsgId::random()?;
-            self.store.write(&vec![(id, message.data); ids.len()])?;
+            self.write_to_store(&vec![(id, message.data); ids.len()])?;
             Some(id)
         } else {
             None
@@ -1023,9 +1036,21 @@ impl Inner {
             }
         }
         if !items.is_empty() {
-            self.store.write(&items)?;
+            self.write_to_store(&items)?;
         }
         Ok(ids)
+    }
+
+    /// Writes bodies to the message store. A failed segment write or sync poisons the
+    /// whole store, not only the appends with stored bodies: one rule, one reopen
+    /// (docs/format.md §5).
+    fn write_to_store(&self, items: &[(MsgId, &[u8])]) -> Result<()> {
+        let result = self.store.write(items);
+        if let Err(Error::Poisoned { cause } | Error::Io { context: cause, .. }) = &result {
+            self.committer
+                .poison(format!("the message store failed: {cause}"));
+        }
+        result.map(|_| ())
     }
 
     /// Drops one store reference per id: the channel records that held them are gone
@@ -1287,10 +1312,16 @@ impl Inner {
         }
         let mut state = self.loaded(&channel)?;
         let result = apply(self, id, &mut state, plan);
-        if result.is_err() {
+        if let Err(e) = &result {
             // The disk may be past the point of no return (a rename or unlink done, its
             // directory sync failed): forget the in-memory state and read it again.
             state.presence = Presence::Unloaded;
+            // And after a failed write or sync nothing written since can be trusted to
+            // reach the disk (a later fsync may report success for pages a failed one
+            // dropped): refuse writes until a reopen (docs/format.md §5).
+            if let Error::Io { context, source } = e {
+                self.committer.poison(format!("{context}: {source}"));
+            }
         }
         result
     }
@@ -1320,7 +1351,7 @@ impl Inner {
         let channel = self.cache.get(id);
         let state = self.loaded(&channel)?;
         match &state.presence {
-            Presence::Live(live) => {
+            Presence::Live(live) if live.len() > 0 => {
                 let stat = self
                     .storage
                     .stat(&id.file_in(&self.layout.channels))
@@ -1346,7 +1377,8 @@ impl Inner {
                 info.archived = Some(reason.clone());
                 Ok(info)
             }
-            Presence::Missing { archived: None } => Err(Error::NotFound {
+            // A creation still queued: nothing of the channel committed yet.
+            Presence::Live(_) | Presence::Missing { archived: None } => Err(Error::NotFound {
                 channel: id.clone(),
             }),
             Presence::Unloaded => unreachable!("state is loaded"),

@@ -37,6 +37,12 @@ pub fn recover(
     journal_bytes_max: u64,
 ) -> Result<(RecoveryReport, JournalWriter)> {
     let mut report = RecoveryReport::default();
+    // A process that died without a power loss leaves writes and directory entries in
+    // the page cache that were never made durable. Recovery must not build on them
+    // (nor show them, then lose them to a later power loss): make them durable first.
+    storage
+        .sync_filesystem(&layout.root)
+        .context(|| format!("syncing the filesystem of {}", layout.root.display()))?;
     for dir in layout.directories() {
         storage
             .create_dir_all(dir)
@@ -256,8 +262,11 @@ impl Replay<'_> {
                 let shard = self.layout.channels.join(id.shard());
                 if self.storage.stat(&shard)?.is_none() {
                     self.storage.create_dir_all(&shard)?;
-                    self.dirs.insert(self.layout.channels.clone());
                 }
+                // Synced even when the shard was there already: a process that died
+                // (without a power loss) can leave a directory entry that was never
+                // made durable, and the journal that vouched for it is retired next.
+                self.dirs.insert(self.layout.channels.clone());
                 self.dirs.insert(shard);
                 if self.open.len() >= self.open_max {
                     self.open.clear();

@@ -771,6 +771,9 @@ impl Storage for Wedging {
     fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
         self.inner.sync_dir(path)
     }
+    fn sync_filesystem(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.sync_filesystem(path)
+    }
     fn list_dir(&self, path: &Path) -> std::io::Result<Vec<String>> {
         self.inner.list_dir(path)
     }

@@ -179,6 +179,12 @@ impl Storage for ShardedStorage {
         }
         self.route(path).sync_dir(path)
     }
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
+        for sim in self.shards.lock().unwrap().values() {
+            sim.sync_filesystem(path)?;
+        }
+        self.route(path).sync_filesystem(path)
+    }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let mut names = self.route(path).list_dir(path)?;
         if path == Path::new(ROOT).join("channels") {

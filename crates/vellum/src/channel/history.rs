@@ -3,7 +3,7 @@
 
 use super::file::{Body, Cursor, Step};
 use super::id::ChannelId;
-use super::log::Live;
+use super::log::{Channel, Live, Presence};
 use crate::error::{Error, Result};
 use crate::store::MessageStore;
 use std::ops::ControlFlow;
@@ -94,6 +94,8 @@ impl From<MessageRef<'_>> for Message {
 /// Dropping it aborts the read.
 pub struct History {
     channel: ChannelId,
+    /// The channel itself, to tell a body released by a rewrite from a lost one.
+    owner: Arc<Channel>,
     /// The channel's file, named in errors.
     path: PathBuf,
     epoch: u64,
@@ -109,6 +111,7 @@ pub struct History {
 /// Resolves `request` against a live channel's committed state.
 pub(crate) fn plan(
     id: &ChannelId,
+    owner: Arc<Channel>,
     path: PathBuf,
     live: &Live,
     request: &ReadRequest,
@@ -159,6 +162,7 @@ pub(crate) fn plan(
     };
     Ok(History {
         channel: id.clone(),
+        owner,
         path,
         epoch: live.header.epoch,
         cursor,
@@ -216,6 +220,7 @@ impl History {
     fn next_ref(&mut self) -> Result<Option<MessageRef<'_>>> {
         let History {
             channel,
+            owner,
             path,
             epoch,
             cursor,
@@ -263,9 +268,19 @@ impl History {
                             *stored_key = key.to_vec();
                             *stored_body = match store.read(&id) {
                                 Ok(data) => data,
-                                // Released by a rewrite that ran while this snapshot was read.
+                                // Released by a rewrite that ran while this snapshot
+                                // was read; or, if the channel is still in this
+                                // epoch, lost to damage the store's recovery reported.
                                 Err(Error::UnknownMessage { .. }) => {
                                     *finished = true;
+                                    if current_epoch(owner) == Some(*epoch) {
+                                        return Err(corrupted(
+                                            offset,
+                                            &format!(
+                                                "its stored body {id} is missing from the message store (lost to damage; see the store's recovery report)"
+                                            ),
+                                        ));
+                                    }
                                     return Err(Error::StalePosition {
                                         channel: channel.clone(),
                                     });
@@ -307,6 +322,15 @@ impl History {
                 }
             }
         }
+    }
+}
+
+/// The epoch of `channel`'s live file, if it is loaded and its state free to look at
+/// (`try_lock`: a reader may run while its caller holds the state).
+fn current_epoch(channel: &Channel) -> Option<u64> {
+    match &channel.state.try_lock()?.presence {
+        Presence::Live(live) => Some(live.header.epoch),
+        _ => None,
     }
 }
 

@@ -60,8 +60,10 @@ impl Files {
         if !self.known_shards.lock().contains(shard) {
             if self.storage.stat(&shard_dir)?.is_none() {
                 self.storage.create_dir_all(&shard_dir)?;
-                self.dirty_dirs.lock().insert(self.layout.channels.clone());
             }
+            // Synced once per shard and process even when the shard was there: a
+            // process that died can leave an entry that was never made durable.
+            self.dirty_dirs.lock().insert(self.layout.channels.clone());
             self.known_shards.lock().insert(shard.to_string());
         }
         let file = self.storage.open(

@@ -1,7 +1,7 @@
 //! Channel files as the message store's clients (docs/format.md §7.7): every stored
 //! message record in `channels/`, `archive/` and `trimmed/` holds one reference.
 
-use super::file::{Body, Cursor, Header, Step};
+use super::file::{Body, Cursor, Header, HeaderError, Step};
 use super::id::FILE_SUFFIX;
 use crate::error::{IoContext, Result};
 use crate::layout::Layout;
@@ -59,8 +59,11 @@ pub fn stored_ids(storage: &dyn Storage, path: &Path) -> Result<Vec<MsgId>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).context(context),
     };
-    let Ok((_, header_len)) = Header::read(&*file) else {
-        return Ok(Vec::new());
+    let header_len = match Header::read(&*file) {
+        Ok((_, header_len)) => header_len,
+        // A file that failed to read is not a file without references.
+        Err(HeaderError::Io(e)) => return Err(e).context(context),
+        Err(HeaderError::Short | HeaderError::Invalid(_)) => return Ok(Vec::new()),
     };
     let len = file.len().context(context)?;
     let mut ids = Vec::new();

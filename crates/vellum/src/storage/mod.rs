@@ -90,6 +90,9 @@ pub trait Storage: Send + Sync + 'static {
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the entries of directory `path` durable: `fsync` on the directory.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes everything written on the filesystem holding `path` durable — data and
+    /// directory entries, by any process (`syncfs`).
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()>;
     /// The names (not paths) of the entries of directory `path`, sorted.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// `Ok(None)` when nothing exists at `path`.

@@ -115,6 +115,8 @@ type NodeId = u64;
 const ROOT: NodeId = 0;
 /// Keeps a garbage offset from turning into a multi-gigabyte allocation.
 const MAX_FILE_LEN: u64 = 1 << 30;
+/// How many fired faults [`SimStorage::fired_faults`] names.
+const FIRED_KEPT: usize = 16;
 
 struct State {
     /// Inodes: every id is in exactly one of `files` and `dirs`.
@@ -125,6 +127,9 @@ struct State {
     locks: HashSet<Vec<String>>,
     /// Armed faults, each with how many matching operations it has seen.
     faults: Vec<(Fault, u64)>,
+    /// Faults that fired since the last `clear_faults`: the first `FIRED_KEPT`
+    /// (kind and path), and how many in all.
+    fired: (Vec<(FaultKind, PathBuf)>, u64),
     /// Mutating operations attempted so far.
     ops: u64,
     /// `ops` value at which the process dies (see `crash_after_ops`).
@@ -280,6 +285,7 @@ impl State {
             next_id: ROOT + 1,
             locks: HashSet::new(),
             faults: Vec::new(),
+            fired: (Vec::new(), 0),
             ops: 0,
             crash_at: None,
             dying: false,
@@ -324,6 +330,10 @@ impl State {
         match fired {
             None => Ok(()),
             Some(error) => {
+                if self.fired.0.len() < FIRED_KEPT {
+                    self.fired.0.push((kind, paths[0].to_path_buf()));
+                }
+                self.fired.1 += 1;
                 let msg = format!("injected {kind:?} fault: {}", paths[0].display());
                 Err(io::Error::new(error, msg))
             }
@@ -485,6 +495,25 @@ impl State {
         Ok(())
     }
 
+    /// Every file's data and every directory's entries made durable (one step,
+    /// failed by a `SyncDir` fault on `path`).
+    fn sync_filesystem(&mut self, path: &Path) -> io::Result<()> {
+        self.mutate(FaultKind::SyncDir, &[path])?;
+        for file in self.files.values_mut() {
+            file.durable.clone_from(&file.current);
+            file.pending.clear();
+        }
+        let mut dropped = Vec::new();
+        for dir in self.dirs.values_mut() {
+            let old = std::mem::replace(&mut dir.durable, dir.entries.clone());
+            dropped.extend(old.into_values());
+        }
+        for id in dropped {
+            self.release_if_orphan(id);
+        }
+        Ok(())
+    }
+
     fn stat(&self, path: &Path) -> io::Result<Option<FileStat>> {
         let id = if components(path)?.is_empty() {
             ROOT
@@ -613,9 +642,26 @@ impl SimStorage {
         self.lock().faults.push((fault, 0));
     }
 
-    /// Disarms every injected fault.
+    /// Disarms every injected fault and forgets which fired.
     pub fn clear_faults(&self) {
-        self.lock().faults.clear();
+        let mut state = self.lock();
+        state.faults.clear();
+        state.fired = (Vec::new(), 0);
+    }
+
+    /// The faults that fired since the last [`Self::clear_faults`] (the first
+    /// 16: kind and path), and how many fired in all.
+    pub fn fired_faults(&self) -> (Vec<(FaultKind, PathBuf)>, u64) {
+        self.lock().fired.clone()
+    }
+
+    /// A copy of the disk as a crash now would leave it (`mode`), while this
+    /// storage and its handles go on working: to look at what survives
+    /// without ending the run.
+    pub fn copy_after_crash(&self, mode: CrashMode) -> SimStorage {
+        SimStorage {
+            state: Arc::new(Mutex::new(self.lock().after_crash(mode))),
+        }
     }
 
     /// Flips bit `bit` (0–7) of the byte at `offset` in both the current and
@@ -803,6 +849,9 @@ impl Storage for SimStorage {
     }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.live()?.sync_dir(path)
+    }
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
+        self.live()?.sync_filesystem(path)
     }
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let state = self.live()?;
