@@ -118,6 +118,27 @@ pub enum HeaderError {
 }
 
 impl HeaderError {
+    /// The error for a header of `path` that must be read: an I/O failure stays an
+    /// I/O failure (not a claim of damage), anything else is corruption.
+    pub fn into_error(self, path: &std::path::Path) -> crate::error::Error {
+        match self {
+            HeaderError::Io(source) => crate::error::Error::Io {
+                context: format!("reading the header of {}", path.display()),
+                source,
+            },
+            HeaderError::Short => crate::error::Error::Corrupted {
+                path: path.to_path_buf(),
+                offset: 0,
+                reason: "file shorter than its header".into(),
+            },
+            HeaderError::Invalid(reason) => crate::error::Error::Corrupted {
+                path: path.to_path_buf(),
+                offset: 0,
+                reason: format!("bad channel header: {reason}"),
+            },
+        }
+    }
+
     fn from_io(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             HeaderError::Short

@@ -562,7 +562,7 @@ pub fn archived_reason(id: &ChannelId, cx: &LoadContext<'_>) -> Result<Option<St
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context(|| format!("opening {}", path.display())),
     };
-    let (_, header_len) = Header::read(&*file).map_err(|_| corrupted(&path, 0, "bad header"))?;
+    let (_, header_len) = Header::read(&*file).map_err(|e| e.into_error(&path))?;
     let len = file
         .len()
         .context(|| format!("sizing {}", path.display()))?;

@@ -335,11 +335,7 @@ pub fn summarize(inner: &Inner, path: &Path, id: &ChannelId) -> Result<ChannelIn
         .storage
         .open(path, OpenMode::ReadQuietly)
         .context(context)?;
-    let (header, header_len) = Header::read(&*file).map_err(|_| Error::Corrupted {
-        path: path.to_path_buf(),
-        offset: 0,
-        reason: "bad channel header".into(),
-    })?;
+    let (header, header_len) = Header::read(&*file).map_err(|e| e.into_error(path))?;
     let len = file.len().context(context)?;
     let mut messages = 0;
     let mut next_seq = header.first_seq;
