@@ -40,3 +40,9 @@ pub use store::{
     StoreRecovery,
 };
 pub use verify::{Damage, VerifyReport, VerifyStep};
+
+/// Internals for the fuzz targets in `fuzz/` only: not part of the API, may change.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::record::{Decoded, decode, encode_with};
+}
