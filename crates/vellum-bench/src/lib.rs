@@ -1,7 +1,9 @@
 //! Vellum's benchmark workloads (BRIEF §5). Each returns its figures; the `vellum
 //! bench` command prints them (JSON with `--json`). Speed goals live here, never in tests.
 
+mod http;
 pub mod server_process;
+pub mod soak;
 pub mod stats;
 mod store_writes;
 pub mod w1;

@@ -6,12 +6,13 @@
 //! loopback port; the clients run here, on the same two cores.
 
 use crate::BenchOptions;
+use crate::http::{Sender, connect, send};
 use crate::server_process::ServerProcess;
 use crate::stats::{per_second, percentile_us};
 use anyhow::Context;
 use base64::Engine;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
+use hyper::Method;
 use hyper::body::Bytes;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -119,27 +120,11 @@ async fn drive(options: &BenchOptions, addr: SocketAddr) -> anyhow::Result<W5Rep
     })
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
 /// The server's `/v1/stats`.
 async fn server_stats(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
     let mut sender = connect(addr).await?;
-    let request = hyper::Request::get("/v1/stats")
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::new()))?;
-    let response = sender.send_request(request).await?;
-    let body = response.into_body().collect().await?.to_bytes();
+    let (_, body) = send(&mut sender, addr, Method::GET, "/v1/stats", Bytes::new()).await?;
     Ok(serde_json::from_slice(&body)?)
-}
-
-/// One keep-alive HTTP/1.1 connection.
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    Ok(sender)
 }
 
 /// POSTs `body` as one message; checks the answer is 201.
@@ -149,13 +134,8 @@ async fn post(
     channel: &str,
     body: Bytes,
 ) -> anyhow::Result<()> {
-    let request = hyper::Request::post(format!("/v1/channels/{channel}/messages"))
-        .header("host", addr.to_string())
-        .body(Full::new(body))?;
-    sender.ready().await?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let answer = response.into_body().collect().await?.to_bytes();
+    let path = format!("/v1/channels/{channel}/messages");
+    let (status, answer) = send(sender, addr, Method::POST, &path, body).await?;
     anyhow::ensure!(
         status == hyper::StatusCode::CREATED,
         "append answered {status}: {}",

@@ -16,6 +16,9 @@ pub enum Workload {
     W4,
     /// Server: HTTP appends from 64 keep-alive clients; 1,000 WebSocket subscribers.
     W5,
+    /// Soak: a bounded mixed workload through the server for `--seconds`; fails if the
+    /// server's memory or open files grow (judged from 120 s up).
+    Soak,
 }
 
 #[derive(Args)]
@@ -30,6 +33,9 @@ pub struct BenchArgs {
     /// Directory in which to make the benchmark's temporary data directory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// `soak` only: how long to run.
+    #[arg(long, default_value_t = 600)]
+    seconds: u64,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -52,6 +58,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Workload::W5 => {
             let exe = std::env::current_exe()?;
             serde_json::to_value(vellum_bench::w5::run(&options, &exe)?)?
+        }
+        Workload::Soak => {
+            let exe = std::env::current_exe()?;
+            let duration = std::time::Duration::from_secs(args.seconds);
+            serde_json::to_value(vellum_bench::soak::run(&options, &exe, duration)?)?
         }
     };
     if args.json {
