@@ -150,7 +150,20 @@ fn channel_name(i: usize) -> String {
 
 pub fn run(options: &BenchOptions, exe: &Path, duration: Duration) -> anyhow::Result<SoakReport> {
     let dir = options.temp_dir()?;
-    let server = ServerProcess::start(exe, &dir.path().join("data"), &["--sync", "fsync"])?;
+    // Pre-trim copies and archives are deleted after a minute: with them, the data
+    // stays bounded (else every trim keeps a copy, and its stored bodies, for good).
+    let server = ServerProcess::start(
+        exe,
+        &dir.path().join("data"),
+        &[
+            "--sync",
+            "fsync",
+            "--eviction-interval-s",
+            "10",
+            "--archive-retention-s",
+            "60",
+        ],
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -159,6 +172,8 @@ pub fn run(options: &BenchOptions, exe: &Path, duration: Duration) -> anyhow::Re
     anyhow::ensure!(server.stop()?, "the server did not shut down cleanly");
     let report = report?;
     if report.flat == Some(false) {
+        // The figures first: they are what explains the failure.
+        eprintln!("{}", serde_json::to_string(&report)?);
         anyhow::bail!(
             "memory grew: {} KiB after warm-up, {} KiB at the end ({} fds → {})",
             report.rss_warm_kib,

@@ -47,6 +47,15 @@ pub struct ServeArgs {
     /// Channel files kept open at once [default: 1024].
     #[arg(long, env = "VELLUM_OPEN_FILES_MAX")]
     open_files_max: Option<usize>,
+    /// Seconds between eviction passes [default: 3600].
+    #[arg(long, env = "VELLUM_EVICTION_INTERVAL_S")]
+    eviction_interval_s: Option<u64>,
+    /// Archive channels unused for this many seconds [default: never].
+    #[arg(long, env = "VELLUM_INACTIVE_AFTER_S")]
+    inactive_after_s: Option<u64>,
+    /// Delete archives and pre-trim copies older than this many seconds [default: never].
+    #[arg(long, env = "VELLUM_ARCHIVE_RETENTION_S")]
+    archive_retention_s: Option<u64>,
 }
 
 impl ServeArgs {
@@ -85,6 +94,16 @@ impl ServeArgs {
         }
         if let Some(n) = self.open_files_max {
             limits.open_files_max = n;
+        }
+        let eviction = &mut config.eviction;
+        if let Some(s) = self.eviction_interval_s {
+            eviction.interval_s = s;
+        }
+        if self.inactive_after_s.is_some() {
+            eviction.inactive_after_s = self.inactive_after_s;
+        }
+        if self.archive_retention_s.is_some() {
+            eviction.archive_retention_s = self.archive_retention_s;
         }
         config.validate()?;
         Ok(config)

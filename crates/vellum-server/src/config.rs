@@ -5,7 +5,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vellum::{Options, SyncPolicy};
+use vellum::{EvictionOptions, Options, SyncPolicy};
 
 /// Everything `vellum serve` needs. `Config::default()` is the no-configuration server:
 /// `./vellum-data` on 127.0.0.1:8787, Fsync, no tokens, no TLS.
@@ -22,6 +22,32 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     pub tls: Option<TlsConfig>,
     pub limits: Limits,
+    pub eviction: Eviction,
+}
+
+/// The engine's background pass (CryptPad's eviction): expiry of channels whose
+/// metadata says so, archiving of inactive channels, deletion of old archives.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Eviction {
+    /// Seconds between passes.
+    pub interval_s: u64,
+    /// Archive live channels neither written nor read for this many seconds (reason
+    /// `INACTIVE`). Off by default.
+    pub inactive_after_s: Option<u64>,
+    /// Delete archived channels and pre-trim copies older than this many seconds.
+    /// Off by default: archives are kept until removed.
+    pub archive_retention_s: Option<u64>,
+}
+
+impl Default for Eviction {
+    fn default() -> Self {
+        Eviction {
+            interval_s: 3600,
+            inactive_after_s: None,
+            archive_retention_s: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -34,6 +60,7 @@ impl Default for Config {
             tokens: Vec::new(),
             tls: None,
             limits: Limits::default(),
+            eviction: Eviction::default(),
         }
     }
 }
@@ -213,6 +240,12 @@ impl Config {
                 && l.subscriber_send_timeout_ms > 0,
             "limits must be positive"
         );
+        anyhow::ensure!(
+            self.eviction.interval_s > 0
+                && self.eviction.inactive_after_s != Some(0)
+                && self.eviction.archive_retention_s != Some(0),
+            "eviction interval and ages must be positive"
+        );
         Ok(())
     }
 
@@ -228,6 +261,11 @@ impl Config {
             },
             message_bytes_max: self.limits.message_bytes_max,
             open_files_max: self.limits.open_files_max,
+            eviction: Some(EvictionOptions {
+                interval: Duration::from_secs(self.eviction.interval_s),
+                inactive_after: self.eviction.inactive_after_s.map(Duration::from_secs),
+                archive_retention: self.eviction.archive_retention_s.map(Duration::from_secs),
+            }),
             ..Options::default()
         }
     }

@@ -25,7 +25,7 @@ mod wire;
 mod writers;
 
 pub use auth::required_scope;
-pub use config::{Config, Limits, Scope, Sync, TlsConfig, TokenConfig};
+pub use config::{Config, Eviction, Limits, Scope, Sync, TlsConfig, TokenConfig};
 pub use error::ApiError;
 pub use openapi::document as openapi_document;
 pub use serve::{serve, serve_on, shutdown_signal};

@@ -198,6 +198,32 @@ fn limits_the_engine_cannot_honour_are_refused_by_the_config() {
     assert!(config.validate().is_err());
 }
 
+#[test]
+fn the_eviction_section_reaches_the_engine_and_zero_ages_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vellum.toml");
+    std::fs::write(
+        &path,
+        "[eviction]\ninterval_s = 10\narchive_retention_s = 60\n",
+    )
+    .unwrap();
+    let config = vellum_server::Config::from_toml_file(&path).unwrap();
+    config.validate().unwrap();
+    let eviction = config.engine_options().eviction.unwrap();
+    assert_eq!(eviction.interval, std::time::Duration::from_secs(10));
+    assert_eq!(
+        eviction.archive_retention,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(eviction.inactive_after, None);
+    let mut zero = config.clone();
+    zero.eviction.inactive_after_s = Some(0);
+    assert!(zero.validate().is_err());
+    let mut zero = config;
+    zero.eviction.interval_s = 0;
+    assert!(zero.validate().is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_trickles_its_request_head_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
