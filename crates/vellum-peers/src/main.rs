@@ -1,0 +1,223 @@
+//! `vellum-peers`: Vellum's `w1` and `w2` and the same workloads against peers, in one
+//! run on one machine, each row labelled with its durability; medians of `--runs`;
+//! a Markdown report and SVG charts. `bench/peers.sh` installs the servers it needs.
+
+mod driver;
+mod kv_peers;
+mod log_peers;
+mod redis_server;
+mod report;
+
+use clap::Parser;
+use kv_peers::{FjallKv, KvPeer, RedbKv, SqliteKv};
+use log_peers::{FilePerChannel, Fjall, LogPeer, RedisStreams, Sqlite};
+use redis_server::RedisServer;
+use report::{Row, Table};
+use std::path::PathBuf;
+use vellum_bench::BenchOptions;
+
+#[derive(Parser)]
+struct Args {
+    /// Runs of every row; the report gives medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Scales `w1`'s and `w2`'s message counts, for Vellum and the peers alike.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// Where to write the Markdown report; the charts go beside it.
+    #[arg(long)]
+    out: PathBuf,
+    /// Skip the peers whose servers are not installed instead of failing.
+    #[arg(long)]
+    skip_missing: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.runs >= 1 && args.scale > 0.0,
+        "--runs ≥ 1, --scale > 0"
+    );
+    let options = BenchOptions {
+        scale: args.scale,
+        dir: None,
+    };
+    let redis = RedisServer::version();
+    anyhow::ensure!(
+        redis.is_some() || args.skip_missing,
+        "redis-server is not installed (bench/peers.sh installs it)"
+    );
+    let w1_messages = options.scaled(vellum_bench::w1::MESSAGES, 1_000);
+    let w2_writes = options.scaled(1_000_000, 1_000);
+
+    let mut w1 = Table::new("w1", w1_messages);
+    let mut w2 = Table::new("w2", w2_writes);
+    for run in 0..args.runs {
+        eprintln!("run {} of {}", run + 1, args.runs);
+        let v = vellum_bench::w1::run(&options)?;
+        w1.add(Row::w1("Vellum", "fsync at ack (group commit)", &v.into()));
+        for (name, durability, fsync) in [
+            ("file per channel (CryptPad's way)", "fsync at ack", true),
+            (
+                "file per channel (CryptPad's way)",
+                "none (page cache)",
+                false,
+            ),
+        ] {
+            w1.add(Row::w1(
+                name,
+                durability,
+                &log_run(
+                    |dir| Ok(Box::new(FilePerChannel::new(dir, fsync))),
+                    w1_messages,
+                )?,
+            ));
+        }
+        for (durability, full) in [
+            ("fsync at ack (WAL, synchronous=FULL)", true),
+            ("fsync at checkpoints (WAL, synchronous=NORMAL)", false),
+        ] {
+            w1.add(Row::w1(
+                "SQLite",
+                durability,
+                &log_run(|dir| Ok(Box::new(Sqlite::open(dir, full)?)), w1_messages)?,
+            ));
+        }
+        for (durability, fsync) in [
+            ("fsync at ack (persist SyncData)", true),
+            ("none at ack (journal buffered)", false),
+        ] {
+            w1.add(Row::w1(
+                "fjall",
+                durability,
+                &log_run(|dir| Ok(Box::new(Fjall::open(dir, fsync)?)), w1_messages)?,
+            ));
+        }
+        if redis.is_some() {
+            for (durability, appendfsync) in [
+                ("fsync at ack (appendfsync always)", "always"),
+                ("fsync every second (appendfsync everysec)", "everysec"),
+            ] {
+                let dir = tempfile::tempdir()?;
+                let server = RedisServer::start(dir.path(), appendfsync)?;
+                let mut peer = RedisStreams::connect(server.port)?;
+                let row = log_peers::w1(&mut peer, w1_messages)?;
+                w1.add(Row::w1("Redis Streams", durability, &row));
+            }
+        }
+
+        let v = vellum_bench::w2::run(&options)?;
+        w2.add(Row::w2(
+            "Vellum message store",
+            "fsync at confirm (group commit)",
+            &v.into(),
+        ));
+        w2.add(Row::w2(
+            "SQLite",
+            "fsync at ack (WAL, synchronous=FULL)",
+            &kv_run(|dir| Ok(Box::new(SqliteKv::open(dir)?)), w2_writes)?,
+        ));
+        w2.add(Row::w2(
+            "fjall",
+            "fsync at ack (persist SyncData)",
+            &kv_run(|dir| Ok(Box::new(FjallKv::open(dir)?)), w2_writes)?,
+        ));
+        w2.add(Row::w2(
+            "redb",
+            "fsync at ack (Durability::Immediate)",
+            &kv_run(|dir| Ok(Box::new(RedbKv::open(dir)?)), w2_writes)?,
+        ));
+    }
+    report::write(
+        &args.out,
+        args.runs,
+        args.scale,
+        redis.as_deref(),
+        &[w1, w2],
+    )
+}
+
+/// Opens a peer in a directory.
+#[cfg(test)]
+type Opener<P> = Box<dyn Fn(&std::path::Path) -> anyhow::Result<Box<P>>>;
+
+/// One `w1` run of a peer in a fresh temporary directory.
+fn log_run(
+    open: impl Fn(&std::path::Path) -> anyhow::Result<Box<dyn LogPeer>>,
+    messages: usize,
+) -> anyhow::Result<log_peers::W1Row> {
+    let dir = tempfile::tempdir()?;
+    let mut peer = open(dir.path())?;
+    log_peers::w1(peer.as_mut(), messages)
+}
+
+/// One `w2` run of a peer in a fresh temporary directory.
+fn kv_run(
+    open: impl Fn(&std::path::Path) -> anyhow::Result<Box<dyn KvPeer>>,
+    writes: usize,
+) -> anyhow::Result<kv_peers::W2Row> {
+    let dir = tempfile::tempdir()?;
+    let mut peer = open(dir.path())?;
+    kv_peers::w2(peer.as_mut(), writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every embedded peer's `w1` reads back every acknowledged message, byte for byte
+    /// and in order (`w1` checks it and fails otherwise).
+    #[test]
+    fn every_log_peer_reads_back_what_it_acknowledged() {
+        let opens: Vec<Opener<dyn LogPeer>> = vec![
+            Box::new(|dir| Ok(Box::new(FilePerChannel::new(dir, true)))),
+            Box::new(|dir| Ok(Box::new(FilePerChannel::new(dir, false)))),
+            Box::new(|dir| Ok(Box::new(Sqlite::open(dir, true)?))),
+            Box::new(|dir| Ok(Box::new(Sqlite::open(dir, false)?))),
+            Box::new(|dir| Ok(Box::new(Fjall::open(dir, true)?))),
+            Box::new(|dir| Ok(Box::new(Fjall::open(dir, false)?))),
+        ];
+        for open in opens {
+            let row = log_run(open, 3_000).unwrap();
+            assert!(row.appends_per_s > 0.0 && row.read_msgs_per_s > 0.0);
+        }
+    }
+
+    /// Every key-value peer's `w2` reads back what it confirmed.
+    #[test]
+    fn every_kv_peer_reads_back_what_it_confirmed() {
+        let opens: Vec<Opener<dyn KvPeer>> = vec![
+            Box::new(|dir| Ok(Box::new(SqliteKv::open(dir)?))),
+            Box::new(|dir| Ok(Box::new(FjallKv::open(dir)?))),
+            Box::new(|dir| Ok(Box::new(RedbKv::open(dir)?))),
+        ];
+        for open in opens {
+            let row = kv_run(open, 3_000).unwrap();
+            assert!(row.writes_per_s > 0.0 && row.reads_per_s > 0.0);
+        }
+    }
+
+    /// A peer that loses a write fails the run: the check is real.
+    #[test]
+    fn a_peer_that_drops_a_message_fails_w1() {
+        struct Forgetful(FilePerChannel, usize);
+        impl LogPeer for Forgetful {
+            fn append(&mut self, batch: &[log_peers::Append]) -> anyhow::Result<()> {
+                self.1 += batch.len();
+                // Acknowledges seq 2 of channel 7 without writing it.
+                let keep: Vec<_> = batch
+                    .iter()
+                    .filter(|a| !(a.0 == 7 && a.1 == 2))
+                    .cloned()
+                    .collect();
+                self.0.append(&keep)
+            }
+            fn read(&mut self, channel: u32) -> anyhow::Result<Vec<Vec<u8>>> {
+                self.0.read(channel)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut peer = Forgetful(FilePerChannel::new(dir.path(), false), 0);
+        assert!(log_peers::w1(&mut peer, 20_000).is_err());
+    }
+}
