@@ -213,6 +213,11 @@ pub fn write(
          machine, medians of {runs} runs (each run's first figure listed after the medians). Every row checks its \
          own results: every acknowledgement counted, every message read back byte for byte.\n"
     )?;
+    writeln!(
+        md,
+        "What each peer does, why Vellum is ahead or behind, and what is not measured yet: \
+         [benchmarks-analysis.md](benchmarks-analysis.md).\n"
+    )?;
     writeln!(md, "**Machine:** {}.\n", machine())?;
     if let Some(redis) = redis {
         writeln!(
