@@ -15,7 +15,7 @@ fi
 cargo build --release -p vellum-peers
 if [[ "${1:-}" == "--smoke" ]]; then
   out="$(mktemp -d)/benchmarks.md"
-  ./target/release/vellum-peers --runs 1 --scale 0.002 --skip-missing --out "$out"
+  ./target/release/vellum-peers --runs 1 --scale 0.01 --skip-missing --out "$out"
   echo "smoke report: $out"
 else
   ./target/release/vellum-peers --runs 3 --out docs/benchmarks.md

@@ -16,11 +16,6 @@ use report::{Row, Table};
 use std::path::PathBuf;
 use vellum_bench::BenchOptions;
 
-/// The allocator the `vellum` binary ships with, for every row alike (Vellum's and the
-/// embedded peers' — they all run in this process).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// Runs of every row; the report gives medians.
