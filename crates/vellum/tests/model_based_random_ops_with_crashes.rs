@@ -1718,11 +1718,13 @@ impl Run {
         self.tally.faults_armed += 1;
         self.tally.faults_fired += times;
         let acknowledged = self.acknowledged(step, &result, &predicted, &mut after, op);
-        // Journal files, channel files, store segments (not a compaction's output,
-        // which holds nothing until renamed).
+        // Journal files, channel files, store segments — not the next journal file
+        // being zero-filled in the background (a failure there is retried, and the
+        // file is synced again when it starts) nor a compaction's output: neither
+        // holds anything until renamed.
         let holds_data = |path: &std::path::Path| {
             let path = path.to_string_lossy();
-            path.contains("/journal/")
+            (path.contains("/journal/") && !path.ends_with("preparing.tmp"))
                 || path.contains("/channels/")
                 || (path.contains("/store/") && path.ends_with(".seg"))
         };
@@ -1730,6 +1732,9 @@ impl Run {
             matches!(kind, FaultKind::Write | FaultKind::SyncData) && holds_data(path)
         });
         if must_refuse {
+            // A fault met by a background thread (checkpoint, store flusher) poisons
+            // when that thread handles it: a checkpoint waits for the thread first.
+            let _ = self.store().checkpoint();
             match self.store().append(PROBE, b"a write after a failed write or sync") {
                 Err(Error::Poisoned { .. }) => self.tally.refused_while_poisoned += 1,
                 other => self.fail(
