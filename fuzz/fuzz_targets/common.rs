@@ -125,6 +125,26 @@ pub fn patch(original: &[u8], input: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The bytes of `original` that `patch(original, input)` may have changed (from the
+/// start of the range to the end of the file, whatever it grew to).
+pub fn patched_range(original: &[u8], input: &[u8]) -> std::ops::Range<usize> {
+    let Some((&mode, rest)) = input.split_first() else {
+        return 0..0;
+    };
+    let (offset, bytes) = match rest {
+        [a, b, bytes @ ..] => (
+            usize::from(u16::from_le_bytes([*a, *b])) % (original.len() + 1),
+            bytes,
+        ),
+        _ => (0, rest),
+    };
+    match mode % 4 {
+        0 => 0..usize::MAX,
+        1 => offset..usize::MAX,
+        _ => offset..offset + bytes.len(),
+    }
+}
+
 /// Replaces the file at `path` (durably).
 pub fn put(sim: &SimStorage, path: &str, bytes: &[u8]) {
     use vellum::storage::OpenMode;

@@ -545,6 +545,65 @@ fn a_corrupted_record_mid_file_is_reported_with_its_range_and_the_rest_stays_rea
 }
 
 #[test]
+fn a_damaged_length_mid_file_loses_that_record_only_the_scan_resyncs_on_the_next() {
+    let sim = SimStorage::new();
+    let store = open(&sim, options(), &no_refs());
+    for n in 0..9 {
+        write_one(&store, n, 80);
+    }
+    store.close().unwrap();
+    drop(store);
+    let seg = segments(&sim).pop().unwrap();
+    let bytes = sim.read_file(&seg).unwrap();
+    let (at, framed) = record_extents(&bytes)[4];
+    let refs: Vec<(MsgId, u32)> = (0..9).map(|n| (id(n), 1)).collect();
+    // Every bit of the length field: the record may now claim to end past the file,
+    // inside the next record, or before its own body ends.
+    for bit in 0..32u64 {
+        let image = sim.crash(CrashMode::DropUnsynced);
+        image.flip_bit(&seg, at as u64 + bit / 8, (bit % 8) as u8);
+        image.remove_file(&Path::new(DIR).join("snapshot")).unwrap();
+        let store = open(&image, options(), &refs);
+        let recovery = store.recovery();
+        assert!(!recovery.clean);
+        assert!(recovery.torn_tails.is_empty(), "bit {bit}: {recovery:?}");
+        let lost: Vec<(u64, u64)> = recovery.lost.iter().map(|l| (l.start, l.end)).collect();
+        assert_eq!(lost, vec![(at as u64, (at + framed) as u64)], "bit {bit}");
+        assert_eq!(recovery.missing, vec![id(4)], "bit {bit}");
+        for n in (0..9).filter(|n| *n != 4) {
+            assert_eq!(store.read(&id(n)).unwrap(), body(n, 80), "bit {bit}, {n}");
+        }
+    }
+}
+
+#[test]
+fn a_damaged_segment_header_loses_only_itself() {
+    let sim = SimStorage::new();
+    let store = open(&sim, options(), &no_refs());
+    for n in 0..5 {
+        write_one(&store, n, 80);
+    }
+    store.close().unwrap();
+    drop(store);
+    let seg = segments(&sim).pop().unwrap();
+    let refs: Vec<(MsgId, u32)> = (0..5).map(|n| (id(n), 1)).collect();
+    // Magic, version, segment number (the rest of the header is reserved, unchecked).
+    for byte in [0, 7, 8, 16, 23] {
+        let image = sim.crash(CrashMode::DropUnsynced);
+        image.flip_bit(&seg, byte, 3);
+        image.remove_file(&Path::new(DIR).join("snapshot")).unwrap();
+        let store = open(&image, options(), &refs);
+        let recovery = store.recovery();
+        let lost: Vec<(u64, u64)> = recovery.lost.iter().map(|l| (l.start, l.end)).collect();
+        assert_eq!(lost, vec![(0, 32)], "byte {byte}");
+        assert!(recovery.missing.is_empty(), "byte {byte}: {recovery:?}");
+        for n in 0..5 {
+            assert_eq!(store.read(&id(n)).unwrap(), body(n, 80), "byte {byte}, {n}");
+        }
+    }
+}
+
+#[test]
 fn bad_input_is_refused_and_changes_nothing() {
     let sim = SimStorage::new();
     let opts = StoreOptions {

@@ -12,7 +12,6 @@ use crate::record::{self, Cursor, Step};
 use crate::storage::{OpenMode, Storage, StorageFile};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The store's clients: what they reference, asked after an unclean shutdown (the
@@ -172,13 +171,14 @@ fn dirty(
     refs: &dyn RefSource,
     report: &mut StoreRecovery,
 ) -> Result<State> {
-    let scans = scan_all(storage, lost_found, &listing.segments)?;
+    // The references come first: the scan resyncs after damage on referenced ids.
     let mut wanted: HashMap<MsgId, u32> = HashMap::new();
     refs.references(&mut |id, count| {
         let refs = wanted.entry(id).or_default();
         *refs = refs.saturating_add(count);
     })?;
     wanted.retain(|_, count| *count > 0);
+    let scans = scan_all(storage, lost_found, &listing.segments, &wanted)?;
     let mut index = Index::with_capacity(wanted.len());
     let mut valid: HashMap<u32, u64> = HashMap::new();
     for ((number, _), scan) in listing.segments.iter().zip(&scans) {
@@ -230,6 +230,7 @@ fn scan_all(
     storage: &dyn Storage,
     lost_found: &Path,
     segments: &[(u32, PathBuf)],
+    referenced: &HashMap<MsgId, u32>,
 ) -> Result<Vec<Scan>> {
     let next = AtomicUsize::new(0);
     let results: Vec<std::sync::Mutex<Option<Result<Scan>>>> = segments
@@ -245,7 +246,7 @@ fn scan_all(
                     let Some((number, path)) = segments.get(i) else {
                         return;
                     };
-                    let result = scan(storage, lost_found, *number, path);
+                    let result = scan(storage, lost_found, *number, path, referenced);
                     let failed = result.is_err();
                     *results[i].lock().unwrap() = Some(result);
                     if failed {
@@ -271,9 +272,16 @@ fn scan_all(
     Ok(scans)
 }
 
-/// Scans one segment: keeps its intact records, cuts a torn tail, sets damage aside.
+/// Scans one segment: keeps its intact records, sets damage aside up to the next intact
+/// record, cuts the segment at damage nothing intact follows (a torn tail).
 /// An I/O error fails the scan; it never truncates anything.
-fn scan(storage: &dyn Storage, lost_found: &Path, number: u32, path: &Path) -> Result<Scan> {
+fn scan(
+    storage: &dyn Storage,
+    lost_found: &Path,
+    number: u32,
+    path: &Path,
+    referenced: &HashMap<MsgId, u32>,
+) -> Result<Scan> {
     let file = storage
         .open(path, OpenMode::ReadWrite)
         .context(|| format!("opening {}", path.display()))?;
@@ -293,15 +301,22 @@ fn scan(storage: &dyn Storage, lost_found: &Path, number: u32, path: &Path) -> R
             saved_as: Some(saved),
         })
     };
-    if let Err(reason) = segment::check_header(&*file, number) {
-        // A segment whose creation never became durable holds nothing that was confirmed.
-        if len > 0 {
-            out.lost.push(lose(0, len, reason)?);
-        }
-        remove(storage, path)?;
-        return Ok(out);
-    }
     let mut start = HEADER_BYTES;
+    if let Err(reason) = segment::check_header(&*file, number) {
+        // A damaged header over intact records (bit rot) loses only itself; a segment
+        // whose creation never became durable holds nothing that was confirmed.
+        let next = next_intact_record(&*file, 0, len, referenced)
+            .context(|| format!("reading {}", path.display()))?;
+        let Some(next) = next else {
+            if len > 0 {
+                out.lost.push(lose(0, len, reason)?);
+            }
+            remove(storage, path)?;
+            return Ok(out);
+        };
+        out.lost.push(lose(0, next, reason)?);
+        start = next;
+    }
     'walk: loop {
         let mut cursor = Cursor::new(file.clone(), start, len);
         loop {
@@ -329,25 +344,21 @@ fn scan(storage: &dyn Storage, lost_found: &Path, number: u32, path: &Path) -> R
                 }
                 Step::End => break 'walk,
                 Step::Damaged { offset, reason } => {
-                    match damage_extent(&file, offset, len)
+                    match next_intact_record(&*file, offset, len, referenced)
                         .context(|| format!("reading {}", path.display()))?
                     {
-                        Extent::Record(end) => {
-                            out.lost.push(lose(offset, end, reason)?);
-                            start = end;
+                        Some(next) => {
+                            out.lost.push(lose(offset, next, reason)?);
+                            start = next;
                             continue 'walk;
                         }
-                        Extent::TornTail => {
+                        None => {
                             out.torn = Some(lose(offset, len, reason)?);
                             file.set_len(offset)
                                 .and_then(|()| file.sync_data())
                                 .context(|| format!("truncating {}", path.display()))?;
                             out.file_bytes = Some(offset);
                             return Ok(out);
-                        }
-                        Extent::Rest => {
-                            out.lost.push(lose(offset, len, reason)?);
-                            break 'walk;
                         }
                     }
                 }
@@ -358,33 +369,79 @@ fn scan(storage: &dyn Storage, lost_found: &Path, number: u32, path: &Path) -> R
     Ok(out)
 }
 
-/// How far the damage at `offset` reaches.
-enum Extent {
-    /// One record whose length held: the next record starts at this offset, intact.
-    Record(u64),
-    /// The last record, cut short or never completed: a torn tail.
-    TornTail,
-    /// The length cannot be trusted and no record follows it: the rest of the file.
-    Rest,
+/// Where the first intact record after the damage at `offset` starts (§7.6): right
+/// after the damaged record when its length field held, else the first offset, searched
+/// at every byte, holding an intact record of a referenced id — stray bytes would have
+/// to fake a checksum *and* name a referenced id to be taken for one. `None` when
+/// nothing intact follows.
+fn next_intact_record(
+    file: &dyn StorageFile,
+    offset: u64,
+    len: u64,
+    referenced: &HashMap<MsgId, u32>,
+) -> std::io::Result<Option<u64>> {
+    if let Some(body_len) = plausible_length(file, offset, len)? {
+        let declared_end = offset + record::FRAME_BYTES as u64 + u64::from(body_len);
+        if intact_record_at(file, declared_end, len)?.is_some() {
+            return Ok(Some(declared_end));
+        }
+    }
+    const PROBE: usize = record::FRAME_BYTES + MsgId::BYTES;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = offset + 1;
+    while at + PROBE as u64 <= len {
+        let n = ((len - at) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], at)?;
+        for i in 0..=n - PROBE {
+            let candidate = at + i as u64;
+            let body_len = u32::from_le_bytes(buf[i..i + 4].try_into().unwrap());
+            if !fits(candidate, body_len, len) {
+                continue;
+            }
+            let id = &buf[i + record::FRAME_BYTES..i + PROBE];
+            if referenced.contains_key(&MsgId(id.try_into().unwrap()))
+                && intact_record_at(file, candidate, len)?.is_some()
+            {
+                return Ok(Some(candidate));
+            }
+        }
+        // The next window starts where a probe no longer fit in this one.
+        at += (n - PROBE + 1) as u64;
+    }
+    Ok(None)
 }
 
-fn damage_extent(file: &Arc<dyn StorageFile>, offset: u64, len: u64) -> std::io::Result<Extent> {
+/// Whether a record of `body_len` bytes at `offset` could hold a message and fit in `len`.
+fn fits(offset: u64, body_len: u32, len: u64) -> bool {
+    let body_len = body_len as usize;
+    (MsgId::BYTES..=record::BODY_BYTES_MAX).contains(&body_len)
+        && offset + (record::FRAME_BYTES + body_len) as u64 <= len
+}
+
+/// The body length the frame at `offset` declares, when it could hold a message.
+fn plausible_length(file: &dyn StorageFile, offset: u64, len: u64) -> std::io::Result<Option<u32>> {
     let mut frame = [0u8; record::FRAME_BYTES];
     if offset + frame.len() as u64 > len {
-        return Ok(Extent::TornTail);
+        return Ok(None);
     }
     file.read_exact_at(&mut frame, offset)?;
-    let body_len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as u64;
-    let end = offset + record::FRAME_BYTES as u64 + body_len;
-    if body_len == 0 || body_len > record::BODY_BYTES_MAX as u64 {
-        return Ok(Extent::Rest);
-    }
-    if end >= len {
-        return Ok(Extent::TornTail);
-    }
-    // The length held if an intact record starts right after.
-    match Cursor::new(file.clone(), end, len).next()? {
-        Step::Record { .. } => Ok(Extent::Record(end)),
-        _ => Ok(Extent::Rest),
-    }
+    let body_len = u32::from_le_bytes(frame[..4].try_into().unwrap());
+    Ok(fits(offset, body_len, len).then_some(body_len))
+}
+
+/// The id of the intact message record at `offset`, if one is there.
+fn intact_record_at(
+    file: &dyn StorageFile,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<Option<MsgId>> {
+    let Some(body_len) = plausible_length(file, offset, len)? else {
+        return Ok(None);
+    };
+    let mut framed = vec![0u8; record::FRAME_BYTES + body_len as usize];
+    file.read_exact_at(&mut framed, offset)?;
+    Ok(match record::decode(&framed) {
+        record::Decoded::Record { body, .. } => segment::parse_body(body).map(|(id, _)| id),
+        _ => None,
+    })
 }
