@@ -46,12 +46,13 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::ErrorKind;
+use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use vellum::storage::{CrashMode, Fault, FaultKind, SimStorage, Storage};
 use vellum::{
-    Appended, Durability, Error, Metadata, MetadataError, NewMessage, Options, Position, ReadFrom,
-    ReadRequest, Scope, Selector, Vellum,
+    Appended, Durability, Error, LostRange, Metadata, MetadataError, NewMessage, Options, Position,
+    ReadFrom, ReadRequest, Scope, Selector, Vellum,
 };
 
 /// The channels the operations pick from: two sharing a shard, a one-character id, and
@@ -1453,6 +1454,9 @@ struct Run {
     tally: Tally,
     /// How the last reopen came about: a crash of this kind, or a clean close (`None`).
     last_crash: Option<CrashMode>,
+    /// A crash has kept part of an unsynced write: an archived file may end in part of
+    /// a restore's marker (nothing repairs archived files until they are restored).
+    torn_crash_seen: bool,
     /// "seed N" or "script NAME", for the failure report.
     label: String,
     /// How to run this again.
@@ -1506,11 +1510,17 @@ impl Run {
             return;
         }
         let store = self.store();
-        if !store.recovery_report().lost.is_empty() || !store.lost_ranges().is_empty() {
-            let lost = format!("{:?}", store.lost_ranges());
+        let archive = Path::new(ROOT).join("archive");
+        let lost: Vec<LostRange> = (store.recovery_report().lost.iter().cloned())
+            .chain(store.lost_ranges())
+            .filter(|range| !(self.torn_crash_seen && range.path.starts_with(&archive)))
+            .collect();
+        if !lost.is_empty() {
             self.fail(
                 step,
-                &format!("damaged ranges after a crash that dropped only unsynced writes: {lost}"),
+                &format!(
+                    "damaged ranges after a crash that dropped only unsynced writes: {lost:?}"
+                ),
             );
         }
     }
@@ -1521,6 +1531,7 @@ impl Run {
         drop(self.store.take());
         self.sim = after;
         self.last_crash = Some(mode);
+        self.torn_crash_seen |= matches!(mode, CrashMode::Torn { .. });
         self.open(step, &format!("after {mode:?}"));
     }
 
@@ -1583,6 +1594,9 @@ impl Run {
                 let again = after.crash(second);
                 drop(dying);
                 self.sim = again;
+                self.torn_crash_seen |= [first, second]
+                    .iter()
+                    .any(|mode| matches!(mode, CrashMode::Torn { .. }));
                 self.last_crash = Some(if matches!(first, CrashMode::Torn { .. }) {
                     first
                 } else {
@@ -2034,6 +2048,7 @@ fn run_seed(seed: u64, ops: usize, progress: Arc<Mutex<String>>) -> Tally {
     let mut run = Run {
         tally: Tally::default(),
         last_crash: None,
+        torn_crash_seen: false,
         label: format!("seed {seed}"),
         rerun: format!("rerun with VELLUM_MODEL_SEED={seed}"),
         src: Gen {
@@ -2060,6 +2075,7 @@ fn run_script(name: &str, steps: Vec<Step>) {
     let mut run = Run {
         tally: Tally::default(),
         last_crash: None,
+        torn_crash_seen: false,
         label: format!("script {name}"),
         rerun: "a scripted regression".into(),
         src: Gen {
@@ -2364,4 +2380,32 @@ fn regression_an_archive_that_cannot_read_its_references_fails() {
             Step::Op(Op::Restore("model-a")),
         ],
     );
+}
+
+/// Found as seed 3770 of 4,000: a restore whose marker sync failed left part of its
+/// marker in the archived file through a power loss (nothing repairs archived files);
+/// a later restore appended its marker after those bytes, and loading the restored
+/// channel cut the file there as damage, marker included. A restore now writes its
+/// marker right after the last intact record (saving and reporting what follows).
+#[test]
+fn regression_a_restore_after_a_failed_one_puts_its_marker_after_the_intact_records() {
+    for seed in 0..16 {
+        run_script(
+            "restore, failed marker sync, torn power loss, power loss, restore",
+            vec![
+                append("x", "zero"),
+                append("x", "one"),
+                Step::Op(Op::Archive("x", "EXPIRED".into())),
+                fail_with(
+                    Op::Restore("x"),
+                    FaultKind::SyncData,
+                    "/archive/",
+                    Some(CrashMode::Torn { seed }),
+                ),
+                Step::Crash(CrashMode::DropUnsynced),
+                Step::Op(Op::Restore("x")),
+                append("x", "two"),
+            ],
+        );
+    }
 }

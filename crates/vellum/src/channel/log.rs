@@ -518,7 +518,8 @@ fn damaged(
     Ok(start)
 }
 
-fn quarantine(
+/// Saves `start..end` of `path` to `lost+found/` and reports it as lost.
+pub(crate) fn quarantine(
     cx: &LoadContext<'_>,
     path: &Path,
     file: &dyn StorageFile,

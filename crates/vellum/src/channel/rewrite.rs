@@ -4,7 +4,7 @@
 
 use super::file::{Body, Cursor, Header, Step};
 use super::id::ChannelId;
-use super::log::{Live, Presence, State, archived_reason};
+use super::log::{Live, Presence, State, archived_reason, quarantine};
 use super::refs;
 use crate::engine::{ChannelInfo, Inner, now_ms, system_ms};
 use crate::error::{Error, IoContext, Result};
@@ -289,14 +289,30 @@ pub fn restore(inner: &Inner, id: &ChannelId, state: &mut State) -> Result<()> {
     let from = id.file_in(&layout.archive);
     let to = id.file_in(&layout.channels);
     let context = || format!("restoring channel {id}");
-    // The marker tells recovery which way an interrupted move was going.
+    // The marker tells recovery which way an interrupted move was going. It goes right
+    // after the last intact record: an earlier restore that failed may have left part
+    // of its marker behind (archived files are not repaired when the store opens).
     let file = inner
         .storage
         .open(&from, OpenMode::ReadWrite)
         .context(context)?;
+    let (_, header_len) = Header::read(&*file).map_err(|e| e.into_error(&from))?;
+    let len = file.len().context(context)?;
+    let mut cursor = Cursor::new(file.clone(), header_len, len);
+    let end = loop {
+        match cursor.next().context(context)? {
+            Step::Record { .. } => {}
+            Step::End => break len,
+            Step::Damaged { offset, reason } => {
+                quarantine(&inner.load_context(), &from, &*file, offset, len, reason)?;
+                break offset;
+            }
+        }
+    };
     let mut marker = Vec::new();
     Body::Restored { time_ms: now_ms() }.encode_into(&mut marker);
-    file.write_all_at(&marker, file.len().context(context)?)
+    file.write_all_at(&marker, end)
+        .and_then(|()| file.set_len(end + marker.len() as u64))
         .and_then(|()| file.sync_data())
         .context(context)?;
     drop(file);
