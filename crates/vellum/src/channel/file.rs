@@ -265,9 +265,13 @@ impl<'a> Body<'a> {
                     std::str::from_utf8(r.rest()).map_err(|_| "archive reason is not UTF-8")?;
                 Ok(Body::Archived { time_ms, reason })
             }
-            KIND_RESTORED => Ok(Body::Restored {
-                time_ms: r.u64().ok_or(bad)?,
-            }),
+            KIND_RESTORED => {
+                let time_ms = r.u64().ok_or(bad)?;
+                if !r.rest().is_empty() {
+                    return Err("trailing bytes in a restored record");
+                }
+                Ok(Body::Restored { time_ms })
+            }
             KIND_CRYPTPAD => {
                 let time_ms = r.u64().ok_or(bad)?;
                 let part = CryptPadPart::from_byte(r.u8().ok_or(bad)?)
@@ -601,5 +605,17 @@ mod tests {
             assert_eq!(Body::parse(raw).unwrap(), body);
             assert!(!Body::is_message(raw));
         }
+    }
+
+    #[test]
+    fn a_restored_record_with_trailing_bytes_is_damaged() {
+        let mut out = Vec::new();
+        Body::Restored { time_ms: 7 }.encode_into(&mut out);
+        let mut raw = out[record::FRAME_BYTES..].to_vec();
+        raw.push(0);
+        assert_eq!(
+            Body::parse(&raw),
+            Err("trailing bytes in a restored record")
+        );
     }
 }

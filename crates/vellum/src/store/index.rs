@@ -75,17 +75,30 @@ impl Index {
 
     /// Adds `entry`, whose id must not be in the index yet.
     pub fn insert(&mut self, entry: Entry) {
-        debug_assert!(self.get(&entry.id).is_none(), "id indexed twice");
+        let added = self.insert_new(entry);
+        debug_assert!(added, "id indexed twice");
+    }
+
+    /// Adds `entry` unless its id is indexed already; returns whether it was added.
+    pub fn insert_new(&mut self, entry: Entry) -> bool {
         let pos = u32::try_from(self.len).expect("over 4 billion messages in one store");
-        if self.chunks.last().is_none_or(|c| c.len() == CHUNK_ENTRIES) {
-            self.chunks.push(Vec::with_capacity(CHUNK_ENTRIES));
-        }
-        self.chunks.last_mut().unwrap().push(entry);
-        self.len += 1;
         let hash = self.hash(&entry.id);
-        let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.table
-            .insert_unique(hash, pos, |&p| hash_id(hasher, &at(chunks, p).id));
+        let (chunks, hasher) = (&mut self.chunks, &self.hasher);
+        let slot = self.table.entry(
+            hash,
+            |&p| at(chunks, p).id == entry.id,
+            |&p| hash_id(hasher, &at(chunks, p).id),
+        );
+        let hashbrown::hash_table::Entry::Vacant(slot) = slot else {
+            return false;
+        };
+        slot.insert(pos);
+        if chunks.last().is_none_or(|c| c.len() == CHUNK_ENTRIES) {
+            chunks.push(Vec::with_capacity(CHUNK_ENTRIES));
+        }
+        chunks.last_mut().unwrap().push(entry);
+        self.len += 1;
+        true
     }
 
     /// Removes `id`'s entry and returns it. The last entry moves into its place.

@@ -4,7 +4,7 @@
 use super::MsgId;
 use super::Shared;
 use super::index::{Entry, Index};
-use super::segment::Listing;
+use super::segment::{self, Listing};
 use crate::error::{IoContext, Result};
 use crate::record::Reader;
 use crate::storage::{OpenMode, Storage};
@@ -38,26 +38,16 @@ pub fn write_at_close(shared: &Shared) -> Result<()> {
         return Ok(());
     }
     debug_assert!(state.buffer.is_empty() && state.in_flight.is_empty());
-    let mut out = Vec::with_capacity(64 + state.index.len() * ENTRY_BYTES);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&u64::from(state.next_number).to_le_bytes());
-    out.extend_from_slice(&(state.segments.len() as u32).to_le_bytes());
-    for (number, s) in &state.segments {
-        out.extend_from_slice(&number.to_le_bytes());
-        out.extend_from_slice(&s.file_bytes.to_le_bytes());
-        out.extend_from_slice(&s.valid_bytes.to_le_bytes());
-    }
-    out.extend_from_slice(&(state.index.len() as u64).to_le_bytes());
-    for e in state.index.iter() {
-        out.extend_from_slice(&e.id.0);
-        for field in [e.segment, e.offset, e.size, e.refs] {
-            out.extend_from_slice(&field.to_le_bytes());
-        }
-    }
+    let out = encode(
+        state.next_number,
+        state
+            .segments
+            .iter()
+            .map(|(number, s)| (*number, s.file_bytes, s.valid_bytes)),
+        state.index.len(),
+        state.index.iter(),
+    );
     drop(state);
-    out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
 
     let storage = &*shared.storage;
     let tmp = shared.dir.join(TMP_NAME);
@@ -72,6 +62,37 @@ pub fn write_at_close(shared: &Shared) -> Result<()> {
         .rename(&tmp, &shared.dir.join(NAME))
         .and_then(|()| storage.sync_dir(&shared.dir))
         .context(|| format!("installing {}", tmp.display()))
+}
+
+/// The snapshot's bytes (§7.5): segments as (number, file bytes, valid bytes), then
+/// `entry_count` index entries.
+fn encode<'a>(
+    next_number: u32,
+    segments: impl ExactSizeIterator<Item = (u32, u64, u64)>,
+    entry_count: usize,
+    entries: impl Iterator<Item = &'a Entry>,
+) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(64 + segments.len() * SEGMENT_BYTES + entry_count * ENTRY_BYTES);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&u64::from(next_number).to_le_bytes());
+    out.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+    for (number, file_bytes, valid_bytes) in segments {
+        out.extend_from_slice(&number.to_le_bytes());
+        out.extend_from_slice(&file_bytes.to_le_bytes());
+        out.extend_from_slice(&valid_bytes.to_le_bytes());
+    }
+    out.extend_from_slice(&(entry_count as u64).to_le_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.id.0);
+        for field in [e.segment, e.offset, e.size, e.refs] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+    }
+    out.extend_from_slice(&crc32c::crc32c(&out).to_le_bytes());
+    out
 }
 
 /// Loads the snapshot when it is intact and describes exactly the segments in
@@ -146,13 +167,13 @@ fn decode(bytes: &[u8]) -> Result<Loaded, &'static str> {
         if number >= next_number || valid_bytes > file_bytes {
             return Err("inconsistent segment summary");
         }
-        segments.insert(
-            number,
-            SegmentSummary {
-                file_bytes,
-                valid_bytes,
-            },
-        );
+        let summary = SegmentSummary {
+            file_bytes,
+            valid_bytes,
+        };
+        if segments.insert(number, summary).is_some() {
+            return Err("a segment listed twice");
+        }
     }
     let entries = r.u64().ok_or(truncated)? as usize;
     if entries.saturating_mul(ENTRY_BYTES) > body.len() {
@@ -173,11 +194,17 @@ fn decode(bytes: &[u8]) -> Result<Loaded, &'static str> {
         let Some(summary) = segments.get(&entry.segment) else {
             return Err("an entry names a segment the snapshot does not list");
         };
-        if entry.refs == 0 || u64::from(entry.offset) + u64::from(entry.size) > summary.file_bytes {
+        if entry.refs == 0
+            || u64::from(entry.offset) < segment::HEADER_BYTES
+            || (entry.size as usize) < segment::RECORD_OVERHEAD
+            || u64::from(entry.offset) + u64::from(entry.size) > summary.file_bytes
+        {
             return Err("inconsistent index entry");
         }
         *valid.entry(entry.segment).or_default() += u64::from(entry.size);
-        index.insert(entry);
+        if !index.insert_new(entry) {
+            return Err("an id indexed twice");
+        }
     }
     if !r.rest().is_empty() {
         return Err("trailing bytes in the snapshot");
@@ -192,4 +219,62 @@ fn decode(bytes: &[u8]) -> Result<Loaded, &'static str> {
         segments,
         next_number,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: u8, offset: u32) -> Entry {
+        Entry {
+            id: MsgId([id; 16]),
+            segment: 1,
+            offset,
+            size: 40,
+            refs: 1,
+        }
+    }
+
+    fn snapshot(segments: &[(u32, u64, u64)], entries: &[Entry]) -> Vec<u8> {
+        encode(3, segments.iter().copied(), entries.len(), entries.iter())
+    }
+
+    #[test]
+    fn a_consistent_snapshot_decodes() {
+        let entries = [entry(1, 32), entry(2, 72)];
+        let loaded = decode(&snapshot(&[(1, 112, 80)], &entries)).unwrap();
+        assert_eq!(loaded.index.len(), 2);
+        assert_eq!(loaded.index.get(&MsgId([2; 16])), Some(&entries[1]));
+    }
+
+    #[test]
+    fn a_checksummed_but_inconsistent_snapshot_is_refused() {
+        let cases: [(&str, Vec<u8>); 4] = [
+            (
+                "an id indexed twice",
+                snapshot(&[(1, 112, 80)], &[entry(1, 32), entry(1, 72)]),
+            ),
+            (
+                "a segment listed twice",
+                snapshot(&[(1, 112, 40), (1, 112, 40)], &[entry(1, 32)]),
+            ),
+            (
+                "inconsistent index entry",
+                snapshot(&[(1, 112, 40)], &[entry(1, 0)]),
+            ),
+            (
+                "inconsistent index entry",
+                snapshot(
+                    &[(1, 112, 8)],
+                    &[Entry {
+                        size: 8,
+                        ..entry(1, 32)
+                    }],
+                ),
+            ),
+        ];
+        for (reason, bytes) in cases {
+            assert_eq!(decode(&bytes).err(), Some(reason));
+        }
+    }
 }
