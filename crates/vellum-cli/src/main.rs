@@ -89,8 +89,9 @@ fn init_logs() {
     }
 }
 
-/// Channel files stay open in a cache of up to `open_files_max`; lift the soft limit
-/// on open files to the hard limit so the default cache fits.
+/// Channel and segment files stay open in caches of up to `open_files_max` and
+/// `open_segments_max`; lift the soft limit on open files to the hard limit so the
+/// default caches fit.
 fn raise_open_file_limit() {
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "could not raise the open-file limit");

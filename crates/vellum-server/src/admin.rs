@@ -33,6 +33,8 @@ pub struct StoreFigures {
     pub file_bytes: u64,
     pub garbage_fraction: f64,
     pub segments: u64,
+    /// Segment files open now (at most `limits.open_segments_max`).
+    pub open_segment_files: u64,
     pub compactions: u64,
     pub bytes_rewritten: u64,
     pub index_bytes: u64,
@@ -47,6 +49,7 @@ impl From<vellum::MessageStoreStats> for StoreFigures {
             file_bytes: s.file_bytes,
             garbage_fraction: s.garbage_fraction,
             segments: s.segments,
+            open_segment_files: s.open_segment_files,
             compactions: s.compactions,
             bytes_rewritten: s.bytes_rewritten,
             index_bytes: s.index_bytes,

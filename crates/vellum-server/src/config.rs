@@ -162,6 +162,8 @@ pub struct Limits {
     pub subscriber_send_timeout_ms: u64,
     /// The engine's cap on open channel files.
     pub open_files_max: usize,
+    /// The message store's cap on open segment files.
+    pub open_segments_max: usize,
 }
 
 impl Default for Limits {
@@ -178,6 +180,7 @@ impl Default for Limits {
             subscriber_lag_messages_max: 1024,
             subscriber_send_timeout_ms: 10_000,
             open_files_max: 1024,
+            open_segments_max: 128,
         }
     }
 }
@@ -231,6 +234,7 @@ impl Config {
         anyhow::ensure!(l.open_files_max >= 2, "open_files_max must be at least 2");
         anyhow::ensure!(
             l.requests_in_flight_max > 0
+                && l.open_segments_max > 0
                 && l.subscribers_max > 0
                 && l.connections_max > 0
                 && l.streams_max > 0
@@ -261,6 +265,10 @@ impl Config {
             },
             message_bytes_max: self.limits.message_bytes_max,
             open_files_max: self.limits.open_files_max,
+            store: vellum::StoreOptions {
+                open_segments_max: self.limits.open_segments_max,
+                ..vellum::StoreOptions::default()
+            },
             eviction: Some(EvictionOptions {
                 interval: Duration::from_secs(self.eviction.interval_s),
                 inactive_after: self.eviction.inactive_after_s.map(Duration::from_secs),

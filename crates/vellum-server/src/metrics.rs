@@ -146,6 +146,7 @@ pub async fn scrape(State(app): State<AppState>) -> Result<impl IntoResponse, Ap
     gauge!("vellum_store_file_bytes").set(store.file_bytes as f64);
     gauge!("vellum_store_garbage_fraction").set(store.garbage_fraction);
     gauge!("vellum_store_segments").set(store.segments as f64);
+    gauge!("vellum_store_open_segment_files").set(store.open_segment_files as f64);
     gauge!("vellum_store_index_bytes").set(store.index_bytes as f64);
     counter!("vellum_store_compactions_total").absolute(store.compactions);
     counter!("vellum_store_bytes_rewritten_total").absolute(store.bytes_rewritten);

@@ -2,12 +2,14 @@
 //! tests of `MessageStore`: refcounts, confirms, group commit, compaction, clean and
 //! unclean restarts, torn tails, corruption, and bad input.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vellum::storage::{CrashMode, Fault, FaultKind, SimStorage, Storage};
+use vellum::storage::{CrashMode, Fault, FaultKind, OpenMode, SimStorage, Storage, StorageFile};
 use vellum::{Durability, Error, MessageStore, MsgId, StoreOptions};
 
 const DIR: &str = "/store";
@@ -766,54 +768,18 @@ fn a_crash_at_every_step_of_compaction_loses_nothing_and_resurrects_nothing() {
     }
 }
 
-/// A storage that blocks writes to compaction outputs until released: a wedged compactor.
-struct Wedging {
+/// A `SimStorage` whose opened files a test wraps (to block or count them).
+struct Wrapping<F> {
     inner: SimStorage,
-    release: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    wrap: F,
 }
 
-struct WedgingFile {
-    inner: Arc<dyn vellum::storage::StorageFile>,
-    release: Arc<(Mutex<bool>, std::sync::Condvar)>,
-}
-
-impl vellum::storage::StorageFile for WedgingFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        let (released, cv) = &*self.release;
-        let mut released = released.lock().unwrap();
-        while !*released {
-            released = cv.wait(released).unwrap();
-        }
-        self.inner.write_all_at(buf, offset)
-    }
-    fn len(&self) -> std::io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> std::io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.inner.sync_data()
-    }
-}
-
-impl Storage for Wedging {
-    fn open(
-        &self,
-        path: &Path,
-        mode: vellum::storage::OpenMode,
-    ) -> std::io::Result<Arc<dyn vellum::storage::StorageFile>> {
-        let file = self.inner.open(path, mode)?;
-        if path.to_string_lossy().ends_with(".compacting") {
-            return Ok(Arc::new(WedgingFile {
-                inner: file,
-                release: self.release.clone(),
-            }));
-        }
-        Ok(file)
+impl<F> Storage for Wrapping<F>
+where
+    F: Fn(&Path, Arc<dyn StorageFile>) -> Arc<dyn StorageFile> + Send + Sync + 'static,
+{
+    fn open(&self, path: &Path, mode: OpenMode) -> std::io::Result<Arc<dyn StorageFile>> {
+        Ok((self.wrap)(path, self.inner.open(path, mode)?))
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
         self.inner.rename(from, to)
@@ -844,13 +810,52 @@ impl Storage for Wedging {
     }
 }
 
+/// A file whose writes block until released: a wedged compactor's output.
+struct WedgedFile {
+    inner: Arc<dyn StorageFile>,
+    release: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl StorageFile for WedgedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let (released, cv) = &*self.release;
+        let mut released = released.lock().unwrap();
+        while !*released {
+            released = cv.wait(released).unwrap();
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+}
+
 #[test]
 fn a_wedged_compactor_at_shutdown_still_leaves_a_clean_consistent_store() {
     let sim = SimStorage::new();
     let release = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let storage = Arc::new(Wedging {
+    let wedge = release.clone();
+    let storage = Arc::new(Wrapping {
         inner: sim.clone(),
-        release: release.clone(),
+        wrap: move |path: &Path, file: Arc<dyn StorageFile>| -> Arc<dyn StorageFile> {
+            if path.to_string_lossy().ends_with(".compacting") {
+                Arc::new(WedgedFile {
+                    inner: file,
+                    release: wedge.clone(),
+                })
+            } else {
+                file
+            }
+        },
     });
     let opts = StoreOptions {
         segment_bytes_max: 16 * 1024,
@@ -884,4 +889,66 @@ fn a_wedged_compactor_at_shutdown_still_leaves_a_clean_consistent_store() {
             assert_eq!(store.read(&id(n)).unwrap(), body(n, 2000));
         }
     }
+}
+
+#[test]
+fn segment_files_open_at_once_never_exceed_the_cap() {
+    const CAP: usize = 4;
+    let sim = SimStorage::new();
+    let counter = Arc::new(common::counted::Counter::default());
+    let count = counter.clone();
+    let storage = Arc::new(Wrapping {
+        inner: sim.clone(),
+        wrap: move |path: &Path, file: Arc<dyn StorageFile>| {
+            if path.to_string_lossy().ends_with(".seg") {
+                count.count(file)
+            } else {
+                file
+            }
+        },
+    });
+    let opts = StoreOptions {
+        open_segments_max: CAP,
+        ..small_segments()
+    };
+    let open = |refs: &[(MsgId, u32)]| {
+        MessageStore::open_with_storage(storage.clone(), DIR, opts.clone(), &refs).unwrap()
+    };
+    let store = open(&no_refs());
+    // ~40 segments, read back in an order that keeps missing the cache.
+    let count = 40 * (64 * 1024 / (4 * 1024 + 24)) as u64;
+    for n in 0..count {
+        write_one(&store, n, 4 * 1024);
+    }
+    assert!(segments(&sim).len() >= 38, "{}", segments(&sim).len());
+    for round in 0..3 {
+        for n in (0..count).rev().step_by(7 + round) {
+            assert_eq!(store.read(&id(n)).unwrap(), body(n, 4 * 1024), "{n}");
+        }
+        assert!(store.stats().open_segment_files <= CAP as u64);
+    }
+    // Compaction reads its inputs through handles of its own: one more per input at most.
+    for n in (0..count).filter(|n| n % 3 != 0) {
+        store.remove(&[id(n)]).unwrap();
+    }
+    store.compact().unwrap();
+    for n in (0..count).filter(|n| n % 3 == 0) {
+        assert_eq!(store.read(&id(n)).unwrap(), body(n, 4 * 1024), "{n}");
+    }
+    assert!(
+        counter.peak() <= CAP + 2,
+        "{} segment files were open at once",
+        counter.peak()
+    );
+    // A clean reopen opens no segment until one is read.
+    store.close().unwrap();
+    drop(store);
+    let refs: Vec<(MsgId, u32)> = (0..count)
+        .filter(|n| n % 3 == 0)
+        .map(|n| (id(n), 1))
+        .collect();
+    let store = open(&refs);
+    assert_eq!(counter.open(), 0);
+    assert_eq!(store.read(&id(0)).unwrap(), body(0, 4 * 1024));
+    assert_eq!(counter.open(), 1);
 }

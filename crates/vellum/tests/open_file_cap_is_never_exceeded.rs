@@ -8,32 +8,15 @@
 mod common;
 
 use common::ROOT;
+use common::counted::Counter;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use vellum::storage::{CrashMode, FileStat, OpenMode, SimStorage, Storage, StorageFile};
 use vellum::{Options, ReadRequest, SyncPolicy, Vellum};
 
 const CAP: usize = 64;
-
-/// Counts the handles open on channel files (`<root>/channels/…`), and their peak.
-#[derive(Default)]
-struct Counter {
-    open: AtomicUsize,
-    peak: AtomicUsize,
-}
-
-impl Counter {
-    fn peak(&self) -> usize {
-        self.peak.load(Ordering::SeqCst)
-    }
-    fn reset_peak(&self) {
-        self.peak
-            .store(self.open.load(Ordering::SeqCst), Ordering::SeqCst);
-    }
-}
 
 /// One filesystem for the engine, kept as one `SimStorage` per channel shard directory
 /// (`<root>/channels/<xx>`) plus one for everything else. A `SimStorage` scans all its
@@ -114,47 +97,13 @@ fn same_instance(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-struct CountedFile {
-    inner: Arc<dyn StorageFile>,
-    counter: Arc<Counter>,
-}
-
-impl Drop for CountedFile {
-    fn drop(&mut self) {
-        self.counter.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl StorageFile for CountedFile {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.inner.read_at(buf, offset)
-    }
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, offset)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-}
-
 impl Storage for ShardedStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
         let file = self.route(path).open(path, mode)?;
         if Self::shard_of(path).is_none() {
             return Ok(file);
         }
-        let now = self.counter.open.fetch_add(1, Ordering::SeqCst) + 1;
-        self.counter.peak.fetch_max(now, Ordering::SeqCst);
-        Ok(Arc::new(CountedFile {
-            inner: file,
-            counter: self.counter.clone(),
-        }))
+        Ok(self.counter.count(file))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         same_instance(from, to)?;

@@ -8,9 +8,8 @@ use super::segment::{self, HEADER_BYTES};
 use super::state::{Segment, State};
 use crate::error::{IoContext, Result};
 use crate::record::{Cursor, Step};
-use crate::storage::{OpenMode, StorageFile};
+use crate::storage::OpenMode;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Index entries switched to the output per hold of the store's lock.
@@ -72,7 +71,6 @@ pub fn until_settled(shared: &Shared) -> Result<()> {
 
 struct Input {
     number: u32,
-    file: Arc<dyn StorageFile>,
     path: PathBuf,
     file_bytes: u64,
 }
@@ -121,7 +119,7 @@ fn plan(state: &mut State, shared: &Shared) -> Option<Plan> {
     if !empty.is_empty() {
         let paths = empty
             .iter()
-            .filter_map(|n| state.segments.remove(n))
+            .filter_map(|n| state.remove_segment(*n))
             .map(|s| s.path)
             .collect();
         state.counters.segments_deleted += empty.len() as u64;
@@ -146,7 +144,6 @@ fn plan(state: &mut State, shared: &Shared) -> Option<Plan> {
         valid += s.valid_bytes;
         inputs.push(Input {
             number,
-            file: s.file.clone(),
             path: s.path.clone(),
             file_bytes: s.file_bytes,
         });
@@ -195,7 +192,11 @@ fn copy(shared: &Shared, inputs: &[Input], output: u32) -> Result<()> {
     let mut written = 0u64;
     let mut moved = Vec::new();
     for input in inputs {
-        let mut cursor = Cursor::new(input.file.clone(), HEADER_BYTES, input.file_bytes);
+        // Opened here, not taken from the handle cache: a compaction reads each input once.
+        let file = storage
+            .open(&input.path, OpenMode::Read)
+            .context(|| format!("opening {}", input.path.display()))?;
+        let mut cursor = Cursor::new(file, HEADER_BYTES, input.file_bytes);
         let mut batch = Vec::new();
         loop {
             let step = cursor
@@ -279,7 +280,6 @@ fn copy(shared: &Shared, inputs: &[Input], output: u32) -> Result<()> {
         state.segments.insert(
             output,
             Segment {
-                file: out,
                 path: seg_path,
                 file_bytes: written,
                 valid_bytes: 0,
@@ -326,7 +326,7 @@ fn copy(shared: &Shared, inputs: &[Input], output: u32) -> Result<()> {
             return Ok(());
         }
         for input in inputs {
-            state.segments.remove(&input.number);
+            state.remove_segment(input.number);
         }
         state
             .compacting

@@ -5,6 +5,7 @@
 
 mod compact;
 mod flusher;
+mod handles;
 mod index;
 mod open;
 mod segment;
@@ -15,7 +16,7 @@ pub use open::{RefSource, StoreRecovery};
 
 use crate::error::{Error, IoContext, Result};
 use crate::options::{Durability, MESSAGE_BYTES_CEILING, SyncPolicy};
-use crate::storage::{RealStorage, Storage};
+use crate::storage::{OpenMode, RealStorage, Storage};
 use parking_lot::{Condvar, Mutex};
 use state::{ReadPlan, State};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ pub struct StoreOptions {
     pub compact_in_background: bool,
     /// How long close waits for the compactor to stop before leaving it behind.
     pub compactor_stop_timeout: Duration,
+    /// Segment files kept open at most (the least recently read are closed first; the
+    /// segment being written is always open).
+    pub open_segments_max: usize,
 }
 
 /// The largest `segment_bytes_max`: offsets in the index are 32-bit.
@@ -92,6 +96,7 @@ impl Default for StoreOptions {
             compact_garbage_fraction: 0.2,
             compact_in_background: true,
             compactor_stop_timeout: Duration::from_secs(10),
+            open_segments_max: 128,
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct MessageStoreStats {
     /// (file bytes − live bytes) / file bytes.
     pub garbage_fraction: f64,
     pub segments: u64,
+    /// Segment files open now (at most `open_segments_max`).
+    pub open_segment_files: u64,
     pub compactions: u64,
     /// Bytes copied by compaction since open.
     pub bytes_rewritten: u64,
@@ -164,7 +171,7 @@ impl MessageStore {
         let lock = storage
             .lock_exclusive(&dir.join("LOCK"))
             .context(|| format!("locking {}", dir.display()))?;
-        let (state, recovery) = open::open(&*storage, &dir, refs)?;
+        let (state, recovery) = open::open(&*storage, &dir, refs, options.open_segments_max)?;
         let shared = Arc::new(Shared {
             storage,
             dir,
@@ -229,25 +236,49 @@ impl MessageStore {
 
     /// The message's payload, checked against its checksum and id.
     pub fn read(&self, id: &MsgId) -> Result<Vec<u8>> {
-        let plan = self.shared.state.lock().plan_read(id)?;
-        match plan {
-            ReadPlan::Buffered(payload) => Ok(payload),
-            ReadPlan::File {
-                file,
-                path,
-                offset,
-                size,
-            } => match segment::read_record(&*file, offset, size, id) {
-                Ok(payload) => Ok(payload),
-                Err(segment::ReadError::Io(e)) => {
-                    Err(e).context(|| format!("reading message {id} in {}", path.display()))
-                }
-                Err(segment::ReadError::Damaged(reason)) => Err(Error::Corrupted {
+        // A segment whose handle is not cached is opened here, outside the lock. A
+        // compaction may move the message and delete the segment in between: plan again.
+        let mut replans = 0;
+        let (file, path, offset, size) = loop {
+            let plan = self.shared.state.lock().plan_read(id)?;
+            let (segment, file, path, offset, size) = match plan {
+                ReadPlan::Buffered(payload) => return Ok(payload),
+                ReadPlan::File {
+                    segment,
+                    file,
                     path,
                     offset,
-                    reason: format!("message {id}: {reason}"),
-                }),
-            },
+                    size,
+                } => (segment, file, path, offset, size),
+            };
+            if let Some(file) = file {
+                break (file, path, offset, size);
+            }
+            match self.shared.storage.open(&path, OpenMode::Read) {
+                Ok(file) => {
+                    let mut state = self.shared.state.lock();
+                    if state.segments.contains_key(&segment) {
+                        let current = state.current;
+                        state.files.insert(segment, file.clone(), current);
+                    }
+                    break (file, path, offset, size);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && replans < 3 => {
+                    replans += 1;
+                }
+                Err(e) => return Err(e).context(|| format!("opening {}", path.display())),
+            }
+        };
+        match segment::read_record(&*file, offset, size, id) {
+            Ok(payload) => Ok(payload),
+            Err(segment::ReadError::Io(e)) => {
+                Err(e).context(|| format!("reading message {id} in {}", path.display()))
+            }
+            Err(segment::ReadError::Damaged(reason)) => Err(Error::Corrupted {
+                path,
+                offset,
+                reason: format!("message {id}: {reason}"),
+            }),
         }
     }
 
@@ -362,6 +393,9 @@ fn validate_options(options: &StoreOptions) -> Result<()> {
     }
     if options.batch_messages_max == 0 || options.write_buffer_bytes_max == 0 {
         return bad("batch_messages_max and write_buffer_bytes_max must be positive");
+    }
+    if options.open_segments_max == 0 {
+        return bad("open_segments_max must be at least 1");
     }
     Ok(())
 }

@@ -75,6 +75,7 @@ pub fn open(
     storage: &dyn Storage,
     dir: &Path,
     refs: &dyn RefSource,
+    open_segments_max: usize,
 ) -> Result<(State, StoreRecovery)> {
     let mut report = StoreRecovery::default();
     let lost_found = dir.join("lost+found");
@@ -102,14 +103,26 @@ pub fn open(
                 let summary = &loaded.segments[number];
                 segments.insert(
                     *number,
-                    segment_summary(storage, path, summary.file_bytes, summary.valid_bytes)?,
+                    segment_summary(path, summary.file_bytes, summary.valid_bytes),
                 );
             }
-            State::new(loaded.index, segments, loaded.next_number)
+            State::new(
+                loaded.index,
+                segments,
+                loaded.next_number,
+                open_segments_max,
+            )
         }
         Err(reason) => {
             report.dirty_reason = Some(reason.to_string());
-            dirty(storage, &lost_found, &listing, refs, &mut report)?
+            dirty(
+                storage,
+                &lost_found,
+                &listing,
+                refs,
+                open_segments_max,
+                &mut report,
+            )?
         }
     };
     // From here on a crash must never meet this snapshot again.
@@ -133,23 +146,15 @@ fn remove(storage: &dyn Storage, path: &Path) -> Result<()> {
         .context(|| format!("removing {}", path.display()))
 }
 
-fn segment_summary(
-    storage: &dyn Storage,
-    path: &Path,
-    file_bytes: u64,
-    valid_bytes: u64,
-) -> Result<Segment> {
-    let file = storage
-        .open(path, OpenMode::Read)
-        .context(|| format!("opening {}", path.display()))?;
-    Ok(Segment {
-        file,
+/// A segment as the open found it; its file is opened when first read.
+fn segment_summary(path: &Path, file_bytes: u64, valid_bytes: u64) -> Segment {
+    Segment {
         path: path.to_path_buf(),
         file_bytes,
         valid_bytes,
         flushed_bytes: file_bytes,
         lsn_base: None,
-    })
+    }
 }
 
 /// What scanning one segment found.
@@ -169,6 +174,7 @@ fn dirty(
     lost_found: &Path,
     listing: &segment::Listing,
     refs: &dyn RefSource,
+    open_segments_max: usize,
     report: &mut StoreRecovery,
 ) -> Result<State> {
     // The references come first: the scan resyncs after damage on referenced ids.
@@ -217,12 +223,9 @@ fn dirty(
             continue;
         };
         let valid_bytes = valid.get(number).copied().unwrap_or(0);
-        segments.insert(
-            *number,
-            segment_summary(storage, path, file_bytes, valid_bytes)?,
-        );
+        segments.insert(*number, segment_summary(path, file_bytes, valid_bytes));
     }
-    Ok(State::new(index, segments, next_number))
+    Ok(State::new(index, segments, next_number, open_segments_max))
 }
 
 /// Scans every segment, on two threads: one segment is read at a time per thread.

@@ -1,6 +1,7 @@
 //! The store's shared state and its write, remove and read paths (docs/format.md
 //! §7.2–7.3): the index, the file summary, the write buffer and the waiting confirms.
 
+use super::handles::SegmentHandles;
 use super::index::{Entry, Index};
 use super::segment::{self, HEADER_BYTES, RECORD_OVERHEAD};
 use super::{MessageStoreStats, MsgId, Shared};
@@ -15,7 +16,6 @@ pub type Confirm = Box<dyn FnOnce(Result<Durability>) + Send>;
 
 /// One segment's summary.
 pub struct Segment {
-    pub file: Arc<dyn StorageFile>,
     pub path: PathBuf,
     /// Bytes of the file, buffered ones included.
     pub file_bytes: u64,
@@ -52,6 +52,8 @@ struct Waiter {
 pub struct State {
     pub index: Index,
     pub segments: BTreeMap<u32, Segment>,
+    /// Open handles of segments; the current segment's is always among them.
+    pub files: SegmentHandles,
     pub current: u32,
     pub next_number: u32,
     /// Chunks waiting for the flusher.
@@ -87,7 +89,9 @@ pub struct Counters {
 pub enum ReadPlan {
     Buffered(Vec<u8>),
     File {
-        file: Arc<dyn StorageFile>,
+        segment: u32,
+        /// The cached handle; `None`: open `path`.
+        file: Option<Arc<dyn StorageFile>>,
         path: PathBuf,
         offset: u64,
         size: u32,
@@ -96,10 +100,16 @@ pub enum ReadPlan {
 
 impl State {
     /// A state with no current segment yet (segment numbers start at 1, so 0 is none).
-    pub fn new(index: Index, segments: BTreeMap<u32, Segment>, next_number: u32) -> State {
+    pub fn new(
+        index: Index,
+        segments: BTreeMap<u32, Segment>,
+        next_number: u32,
+        open_segments_max: usize,
+    ) -> State {
         State {
             index,
             segments,
+            files: SegmentHandles::new(open_segments_max),
             current: 0,
             next_number,
             buffer: Vec::new(),
@@ -137,10 +147,10 @@ impl State {
             .open(&path, OpenMode::CreateReadWrite)
             .context(|| format!("creating {}", path.display()))?;
         self.next_number += 1;
+        self.files.insert(number, file.clone(), number);
         self.segments.insert(
             number,
             Segment {
-                file: file.clone(),
                 path,
                 file_bytes: HEADER_BYTES,
                 valid_bytes: 0,
@@ -203,7 +213,7 @@ impl State {
         let offset = segment.file_bytes;
         segment.file_bytes += size;
         segment.valid_bytes += size;
-        let file = segment.file.clone();
+        let file = (self.files.get(number)).expect("the current segment's handle stays open");
         self.push_bytes(number, file, offset, false, |out| {
             segment::encode_record(out, &id, payload)
         });
@@ -255,7 +265,7 @@ impl State {
         self.waiters.drain(..).map(|w| w.confirm).collect()
     }
 
-    pub fn plan_read(&self, id: &MsgId) -> Result<ReadPlan> {
+    pub fn plan_read(&mut self, id: &MsgId) -> Result<ReadPlan> {
         let entry = self
             .index
             .get(id)
@@ -264,7 +274,8 @@ impl State {
         let (offset, size) = (u64::from(entry.offset), entry.size);
         if offset + u64::from(size) <= segment.flushed_bytes {
             return Ok(ReadPlan::File {
-                file: segment.file.clone(),
+                segment: entry.segment,
+                file: self.files.get(entry.segment),
                 path: segment.path.clone(),
                 offset,
                 size,
@@ -282,6 +293,12 @@ impl State {
             }
         }
         unreachable!("an unflushed record is in a buffered chunk")
+    }
+
+    /// Removes segment `number` (its file is being deleted).
+    pub fn remove_segment(&mut self, number: u32) -> Option<Segment> {
+        self.files.remove(number);
+        self.segments.remove(&number)
     }
 
     /// Drops one reference from `id`; at zero its bytes become garbage.
@@ -311,6 +328,7 @@ impl State {
                 (file_bytes - live_bytes) as f64 / file_bytes as f64
             },
             segments: self.segments.len() as u64,
+            open_segment_files: self.files.len() as u64,
             compactions: self.counters.compactions,
             bytes_rewritten: self.counters.bytes_rewritten,
             segments_deleted: self.counters.segments_deleted,

@@ -4,6 +4,7 @@
 // Each test file compiles this module on its own and uses only some of it.
 #![allow(dead_code)]
 
+pub mod counted;
 pub mod cryptpad;
 
 use std::path::{Path, PathBuf};
