@@ -1,7 +1,8 @@
-//! `vellum-peers`: Vellum's `w1` and `w2` and the same workloads against peers, in one
+//! `vellum-peers`: Vellum's `w1`–`w3` and the same workloads against peers, in one
 //! run on one machine, each row labelled with its durability; medians of `--runs`;
 //! a Markdown report and SVG charts. `bench/peers.sh` installs the servers it needs.
 
+mod churn;
 mod driver;
 mod kv_peers;
 mod log_peers;
@@ -21,7 +22,7 @@ struct Args {
     /// Runs of every row; the report gives medians.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Scales `w1`'s and `w2`'s message counts, for Vellum and the peers alike.
+    /// Scales every workload's message count, for Vellum and the peers alike.
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
     /// Where to write the Markdown report; the charts go beside it.
@@ -49,9 +50,11 @@ fn main() -> anyhow::Result<()> {
     );
     let w1_messages = options.scaled(vellum_bench::w1::MESSAGES, 1_000);
     let w2_writes = options.scaled(1_000_000, 1_000);
+    let w3_messages = options.scaled(vellum_bench::w3::TOTAL_BYTES / churn::VALUE_BYTES, 1_000);
 
     let mut w1 = Table::new("w1", w1_messages);
     let mut w2 = Table::new("w2", w2_writes);
+    let mut w3 = Table::new("w3", w3_messages);
     for run in 0..args.runs {
         eprintln!("run {} of {}", run + 1, args.runs);
         let v = vellum_bench::w1::run(&options)?;
@@ -127,13 +130,34 @@ fn main() -> anyhow::Result<()> {
             "fsync at ack (Durability::Immediate)",
             &kv_run(|dir| Ok(Box::new(RedbKv::open(dir)?)), w2_writes)?,
         ));
+
+        w3.add(Row::w3(
+            "Vellum message store",
+            "fsync at confirm; compaction in the background",
+            &churn::vellum(&options)?,
+        ));
+        w3.add(Row::w3(
+            "SQLite",
+            "fsync at ack (WAL, FULL); VACUUM",
+            &churn_run(|dir| Ok(Box::new(SqliteKv::open(dir)?)), w3_messages)?,
+        ));
+        w3.add(Row::w3(
+            "fjall",
+            "fsync at ack; background compaction",
+            &churn_run(|dir| Ok(Box::new(FjallKv::open(dir)?)), w3_messages)?,
+        ));
+        w3.add(Row::w3(
+            "redb",
+            "fsync at ack; Database::compact (no readers)",
+            &churn_run(|dir| Ok(Box::new(RedbKv::open(dir)?)), w3_messages)?,
+        ));
     }
     report::write(
         &args.out,
         args.runs,
         args.scale,
         redis.as_deref(),
-        &[w1, w2],
+        &[w1, w2, w3],
     )
 }
 
@@ -159,6 +183,16 @@ fn kv_run(
     let dir = tempfile::tempdir()?;
     let mut peer = open(dir.path())?;
     kv_peers::w2(peer.as_mut(), writes)
+}
+
+/// One `w3` run of a peer in a fresh temporary directory.
+fn churn_run(
+    open: impl Fn(&std::path::Path) -> anyhow::Result<Box<dyn KvPeer>>,
+    messages: usize,
+) -> anyhow::Result<churn::W3Row> {
+    let dir = tempfile::tempdir()?;
+    let mut peer = open(dir.path())?;
+    churn::w3(peer.as_mut(), dir.path(), messages)
 }
 
 #[cfg(test)]
@@ -191,9 +225,17 @@ mod tests {
             Box::new(|dir| Ok(Box::new(FjallKv::open(dir)?))),
             Box::new(|dir| Ok(Box::new(RedbKv::open(dir)?))),
         ];
-        for open in opens {
+        for open in &opens {
             let row = kv_run(open, 3_000).unwrap();
             assert!(row.writes_per_s > 0.0 && row.reads_per_s > 0.0);
+        }
+        // And `w3`: survivors read back, removed ids stay gone, space is given back.
+        for (n, open) in opens.iter().enumerate() {
+            let row = churn_run(open, 1_500).unwrap_or_else(|e| panic!("peer {n}: {e}"));
+            assert!(
+                row.space_ratio > 0.0 && row.write_amplification > 0.0,
+                "{row:?}"
+            );
         }
     }
 

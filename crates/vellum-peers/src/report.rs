@@ -1,6 +1,7 @@
 //! The side-by-side report: medians of every row's runs as Markdown tables, the
 //! machine they ran on, and one SVG bar chart per workload (plotters).
 
+use crate::churn::W3Row;
 use crate::kv_peers::W2Row;
 use crate::log_peers::W1Row;
 use plotters::prelude::*;
@@ -38,6 +39,22 @@ impl Row {
                 ("write_mb_per_s", r.write_mb_per_s),
                 ("confirm_p50_us", r.confirm_p50_us as f64),
                 ("reads_per_s", r.reads_per_s),
+            ],
+        }
+    }
+
+    pub fn w3(peer: &str, durability: &str, r: &W3Row) -> Row {
+        Row {
+            peer: peer.into(),
+            durability: durability.into(),
+            figures: vec![
+                ("settle_s", r.settle_s),
+                ("space_ratio", r.space_ratio),
+                ("write_amplification", r.write_amplification),
+                (
+                    "read_p99_us_during_compaction",
+                    r.read_p99_us_during_compaction,
+                ),
             ],
         }
     }
@@ -110,7 +127,12 @@ struct Summary {
     firsts: Vec<f64>,
 }
 
+/// The median of the figures measured (NaN: not measurable for that peer).
 fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => 0.0,
@@ -120,7 +142,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn format_figure(x: f64) -> String {
-    if x >= 100.0 {
+    if x.is_nan() {
+        "—".into()
+    } else if x >= 100.0 {
         let mut s = format!("{:.0}", x);
         let mut i = s.len() as isize - 3;
         while i > 0 {
@@ -128,8 +152,10 @@ fn format_figure(x: f64) -> String {
             i -= 3;
         }
         s
-    } else {
+    } else if x >= 10.0 {
         format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
     }
 }
 
