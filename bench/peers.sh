@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Vellum's w1 and w2 side by side with its peers, in one run on this machine
+# Vellum's w1–w4 side by side with its peers, in one run on this machine
 # (docs/benchmarks.md). Installs redis-server from the system's packages if missing.
 # Usage: bench/peers.sh            full run: 3 runs at scale 1, writes docs/benchmarks.md
 #        bench/peers.sh --smoke    a tiny run (CI), written to a temporary directory

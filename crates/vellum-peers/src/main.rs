@@ -1,4 +1,4 @@
-//! `vellum-peers`: Vellum's `w1`–`w3` and the same workloads against peers, in one
+//! `vellum-peers`: Vellum's `w1`–`w4` and the same workloads against peers, in one
 //! run on one machine, each row labelled with its durability; medians of `--runs`;
 //! a Markdown report and SVG charts. `bench/peers.sh` installs the servers it needs.
 
@@ -6,6 +6,7 @@ mod churn;
 mod driver;
 mod kv_peers;
 mod log_peers;
+mod recovery;
 mod redis_server;
 mod report;
 
@@ -31,10 +32,27 @@ struct Args {
     /// Skip the peers whose servers are not installed instead of failing.
     #[arg(long)]
     skip_missing: bool,
+    /// The workloads to run.
+    #[arg(long, value_delimiter = ',', default_values_t = ["w1".to_string(), "w2".into(), "w3".into(), "w4".into()])]
+    workloads: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
+    // `w4`'s phases run in child processes of this program.
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.get(1).map(String::as_str) {
+        Some("w4-peer-child") => return recovery::child(&argv[2..]),
+        Some("bench-child") => return vellum_w4_child(&argv[2..]),
+        _ => {}
+    }
     let args = Args::parse();
+    for w in &args.workloads {
+        anyhow::ensure!(
+            ["w1", "w2", "w3", "w4"].contains(&w.as_str()),
+            "no workload {w} (w1, w2, w3, w4)"
+        );
+    }
+    let runs = |w: &str| args.workloads.iter().any(|x| x == w);
     anyhow::ensure!(
         args.runs >= 1 && args.scale > 0.0,
         "--runs ≥ 1, --scale > 0"
@@ -51,13 +69,77 @@ fn main() -> anyhow::Result<()> {
     let w1_messages = options.scaled(vellum_bench::w1::MESSAGES, 1_000);
     let w2_writes = options.scaled(1_000_000, 1_000);
     let w3_messages = options.scaled(vellum_bench::w3::TOTAL_BYTES / churn::VALUE_BYTES, 1_000);
+    let w4_messages = options.scaled(vellum_bench::w4::MESSAGES, 2_000);
+    let exe = std::env::current_exe()?;
 
     let mut w1 = Table::new("w1", w1_messages);
     let mut w2 = Table::new("w2", w2_writes);
     let mut w3 = Table::new("w3", w3_messages);
+    let mut w4 = Table::new("w4", w4_messages);
     for run in 0..args.runs {
         eprintln!("run {} of {}", run + 1, args.runs);
-        let v = vellum_bench::w1::run(&options)?;
+        if runs("w1") {
+            run_w1(&options, &mut w1, redis.is_some())?;
+        }
+        if runs("w2") {
+            run_w2(&options, &mut w2)?;
+        }
+        if runs("w3") {
+            run_w3(&options, &mut w3)?;
+        }
+        if runs("w4") {
+            w4.add(Row::w4(
+                "Vellum",
+                "fsync at ack (group commit)",
+                &vellum_bench::w4::run(&options, &exe)?.into(),
+            ));
+            for (peer, name, durability) in [
+                ("sqlite", "SQLite", "fsync at ack (WAL, synchronous=FULL)"),
+                ("fjall", "fjall", "fsync at ack (persist SyncData)"),
+                ("redb", "redb", "fsync at ack (Durability::Immediate)"),
+            ] {
+                w4.add(Row::w4(
+                    name,
+                    durability,
+                    &recovery::w4(&exe, peer, w4_messages)?,
+                ));
+            }
+        }
+    }
+    report::write(
+        &args.out,
+        args.runs,
+        args.scale,
+        redis.as_deref(),
+        &[w1, w2, w3, w4],
+    )
+}
+
+/// Vellum's own `w4` child phases, as `vellum bench-child` runs them.
+fn vellum_w4_child(args: &[String]) -> anyhow::Result<()> {
+    let [phase, scale_flag, scale, dir_flag, dir] = args else {
+        anyhow::bail!("bench-child <w4-fill|w4-abort> --scale S --dir D");
+    };
+    anyhow::ensure!(
+        scale_flag == "--scale" && dir_flag == "--dir",
+        "bench-child arguments"
+    );
+    let phase = match phase.as_str() {
+        "w4-fill" => vellum_bench::w4::Phase::Fill,
+        "w4-abort" => vellum_bench::w4::Phase::Abort,
+        other => anyhow::bail!("no phase {other}"),
+    };
+    let options = BenchOptions {
+        scale: scale.parse()?,
+        dir: Some(dir.into()),
+    };
+    vellum_bench::w4::child(phase, &options)
+}
+
+fn run_w1(options: &BenchOptions, w1: &mut Table, redis: bool) -> anyhow::Result<()> {
+    let w1_messages = w1.messages();
+    {
+        let v = vellum_bench::w1::run(options)?;
         w1.add(Row::w1("Vellum", "fsync at ack (group commit)", &v.into()));
         for (name, durability, fsync) in [
             ("file per channel (CryptPad's way)", "fsync at ack", true),
@@ -96,7 +178,7 @@ fn main() -> anyhow::Result<()> {
                 &log_run(|dir| Ok(Box::new(Fjall::open(dir, fsync)?)), w1_messages)?,
             ));
         }
-        if redis.is_some() {
+        if redis {
             for (durability, appendfsync) in [
                 ("fsync at ack (appendfsync always)", "always"),
                 ("fsync every second (appendfsync everysec)", "everysec"),
@@ -108,8 +190,14 @@ fn main() -> anyhow::Result<()> {
                 w1.add(Row::w1("Redis Streams", durability, &row));
             }
         }
+    }
+    Ok(())
+}
 
-        let v = vellum_bench::w2::run(&options)?;
+fn run_w2(options: &BenchOptions, w2: &mut Table) -> anyhow::Result<()> {
+    let w2_writes = w2.messages();
+    {
+        let v = vellum_bench::w2::run(options)?;
         w2.add(Row::w2(
             "Vellum message store",
             "fsync at confirm (group commit)",
@@ -130,11 +218,17 @@ fn main() -> anyhow::Result<()> {
             "fsync at ack (Durability::Immediate)",
             &kv_run(|dir| Ok(Box::new(RedbKv::open(dir)?)), w2_writes)?,
         ));
+    }
+    Ok(())
+}
 
+fn run_w3(options: &BenchOptions, w3: &mut Table) -> anyhow::Result<()> {
+    let w3_messages = w3.messages();
+    {
         w3.add(Row::w3(
             "Vellum message store",
             "fsync at confirm; compaction in the background",
-            &churn::vellum(&options)?,
+            &churn::vellum(options)?,
         ));
         w3.add(Row::w3(
             "SQLite",
@@ -152,13 +246,7 @@ fn main() -> anyhow::Result<()> {
             &churn_run(|dir| Ok(Box::new(RedbKv::open(dir)?)), w3_messages)?,
         ));
     }
-    report::write(
-        &args.out,
-        args.runs,
-        args.scale,
-        redis.as_deref(),
-        &[w1, w2, w3],
-    )
+    Ok(())
 }
 
 /// Opens a peer in a directory.

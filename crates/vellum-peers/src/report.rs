@@ -4,6 +4,7 @@
 use crate::churn::W3Row;
 use crate::kv_peers::W2Row;
 use crate::log_peers::W1Row;
+use crate::recovery::W4Row;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -43,6 +44,17 @@ impl Row {
         }
     }
 
+    pub fn w4(peer: &str, durability: &str, r: &W4Row) -> Row {
+        Row {
+            peer: peer.into(),
+            durability: durability.into(),
+            figures: vec![
+                ("clean_open_s", r.clean_open_s),
+                ("crash_open_s", r.crash_open_s),
+            ],
+        }
+    }
+
     pub fn w3(peer: &str, durability: &str, r: &W3Row) -> Row {
         Row {
             peer: peer.into(),
@@ -74,6 +86,10 @@ impl Table {
             messages,
             runs: Vec::new(),
         }
+    }
+
+    pub fn messages(&self) -> usize {
+        self.messages
     }
 
     pub fn add(&mut self, row: Row) {
@@ -154,8 +170,10 @@ fn format_figure(x: f64) -> String {
         s
     } else if x >= 10.0 {
         format!("{x:.1}")
-    } else {
+    } else if x >= 1.0 {
         format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
     }
 }
 
