@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Vellum's w1–w4 side by side with its peers, in one run on this machine
+# Vellum's w1–w5 side by side with its peers, in one run on this machine
 # (docs/benchmarks.md). Installs redis-server from the system's packages if missing.
 # Usage: bench/peers.sh            full run: 3 runs at scale 1, writes docs/benchmarks.md
 #        bench/peers.sh --smoke    a tiny run (CI), written to a temporary directory
@@ -12,7 +12,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
-cargo build --release -p vellum-peers
+cargo build --release -p vellum-peers -p vellum-cli
 if [[ "${1:-}" == "--smoke" ]]; then
   out="$(mktemp -d)/benchmarks.md"
   ./target/release/vellum-peers --runs 1 --scale 0.01 --skip-missing --out "$out"

@@ -1,4 +1,4 @@
-//! `vellum-peers`: Vellum's `w1`–`w4` and the same workloads against peers, in one
+//! `vellum-peers`: Vellum's `w1`–`w5` and the same workloads against peers, in one
 //! run on one machine, each row labelled with its durability; medians of `--runs`;
 //! a Markdown report and SVG charts. `bench/peers.sh` installs the servers it needs.
 
@@ -9,7 +9,9 @@ mod log_peers;
 mod recovery;
 mod redis_server;
 mod report;
+mod server_peers;
 
+use anyhow::Context;
 use clap::Parser;
 use kv_peers::{FjallKv, KvPeer, RedbKv, SqliteKv};
 use log_peers::{FilePerChannel, Fjall, LogPeer, RedisStreams, Sqlite};
@@ -33,8 +35,11 @@ struct Args {
     #[arg(long)]
     skip_missing: bool,
     /// The workloads to run.
-    #[arg(long, value_delimiter = ',', default_values_t = ["w1".to_string(), "w2".into(), "w3".into(), "w4".into()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["w1".to_string(), "w2".into(), "w3".into(), "w4".into(), "w5".into()])]
     workloads: Vec<String>,
+    /// The `vellum` binary, whose `serve` `w5` drives (bench/peers.sh builds it).
+    #[arg(long, default_value = "target/release/vellum")]
+    vellum: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,8 +53,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     for w in &args.workloads {
         anyhow::ensure!(
-            ["w1", "w2", "w3", "w4"].contains(&w.as_str()),
-            "no workload {w} (w1, w2, w3, w4)"
+            ["w1", "w2", "w3", "w4", "w5"].contains(&w.as_str()),
+            "no workload {w} (w1 to w5)"
         );
     }
     let runs = |w: &str| args.workloads.iter().any(|x| x == w);
@@ -76,6 +81,10 @@ fn main() -> anyhow::Result<()> {
     let mut w2 = Table::new("w2", w2_writes);
     let mut w3 = Table::new("w3", w3_messages);
     let mut w4 = Table::new("w4", w4_messages);
+    let mut w5 = Table::new(
+        "w5",
+        options.scaled(vellum_bench::w5::APPENDS, vellum_bench::w5::CLIENTS),
+    );
     for run in 0..args.runs {
         eprintln!("run {} of {}", run + 1, args.runs);
         if runs("w1") {
@@ -105,13 +114,31 @@ fn main() -> anyhow::Result<()> {
                 ));
             }
         }
+        if runs("w5") {
+            w5.add(Row::w5(
+                "Vellum (HTTP appends, WebSocket subscribers)",
+                "fsync at ack (group commit)",
+                &vellum_bench::w5::run(&options, &args.vellum)
+                    .with_context(|| format!("w5 with {}", args.vellum.display()))?
+                    .into(),
+            ));
+            if redis.is_some() {
+                let dir = tempfile::tempdir()?;
+                let server = RedisServer::start(dir.path(), "always")?;
+                w5.add(Row::w5(
+                    "Redis Streams (XADD, XREAD BLOCK)",
+                    "fsync at ack (appendfsync always)",
+                    &server_peers::w5(server.port, args.scale)?,
+                ));
+            }
+        }
     }
     report::write(
         &args.out,
         args.runs,
         args.scale,
         redis.as_deref(),
-        &[w1, w2, w3, w4],
+        &[w1, w2, w3, w4, w5],
     )
 }
 

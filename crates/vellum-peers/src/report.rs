@@ -5,6 +5,7 @@ use crate::churn::W3Row;
 use crate::kv_peers::W2Row;
 use crate::log_peers::W1Row;
 use crate::recovery::W4Row;
+use crate::server_peers::W5Row;
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -40,6 +41,19 @@ impl Row {
                 ("write_mb_per_s", r.write_mb_per_s),
                 ("confirm_p50_us", r.confirm_p50_us as f64),
                 ("reads_per_s", r.reads_per_s),
+            ],
+        }
+    }
+
+    pub fn w5(peer: &str, durability: &str, r: &W5Row) -> Row {
+        Row {
+            peer: peer.into(),
+            durability: durability.into(),
+            figures: vec![
+                ("appends_per_s", r.appends_per_s),
+                ("ack_p50_us", r.ack_p50_us as f64),
+                ("ack_p99_us", r.ack_p99_us as f64),
+                ("delivery_p99_ms", r.delivery_p99_ms),
             ],
         }
     }
