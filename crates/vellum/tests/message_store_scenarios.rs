@@ -579,6 +579,40 @@ fn a_damaged_length_mid_file_loses_that_record_only_the_scan_resyncs_on_the_next
 }
 
 #[test]
+fn a_damaged_length_that_lands_on_a_later_record_skips_no_intact_one() {
+    let sim = SimStorage::new();
+    let store = open(&sim, options(), &no_refs());
+    for n in 0..9 {
+        write_one(&store, n, 80);
+    }
+    store.close().unwrap();
+    drop(store);
+    let seg = segments(&sim).pop().unwrap();
+    let extents = record_extents(&sim.read_file(&seg).unwrap());
+    let ((at, framed), (sixth, _)) = (extents[4], extents[6]);
+    // Record 4 now claims to end exactly where record 6 starts: 5 would be skipped.
+    let declared = (sixth - at - 8) as u32;
+    let file = sim.open(&seg, OpenMode::ReadWrite).unwrap();
+    file.write_all_at(&declared.to_le_bytes(), at as u64)
+        .unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+    sim.remove_file(&Path::new(DIR).join("snapshot")).unwrap();
+    let refs: Vec<(MsgId, u32)> = (0..9).map(|n| (id(n), 1)).collect();
+    let store = open(&sim, options(), &refs);
+    let lost: Vec<(u64, u64)> = store
+        .recovery()
+        .lost
+        .iter()
+        .map(|l| (l.start, l.end))
+        .collect();
+    assert_eq!(lost, vec![(at as u64, (at + framed) as u64)]);
+    for n in (0..9).filter(|n| *n != 4) {
+        assert_eq!(store.read(&id(n)).unwrap(), body(n, 80), "{n}");
+    }
+}
+
+#[test]
 fn a_damaged_segment_header_loses_only_itself() {
     let sim = SimStorage::new();
     let store = open(&sim, options(), &no_refs());

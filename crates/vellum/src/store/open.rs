@@ -372,23 +372,21 @@ fn scan(
     Ok(out)
 }
 
-/// Where the first intact record after the damage at `offset` starts (§7.6): right
-/// after the damaged record when its length field held, else the first offset, searched
-/// at every byte, holding an intact record of a referenced id — stray bytes would have
-/// to fake a checksum *and* name a referenced id to be taken for one. `None` when
-/// nothing intact follows.
+/// Where the first intact record after the damage at `offset` starts (§7.6): the first
+/// offset, searched at every byte, holding an intact record of a referenced id — stray
+/// bytes would have to fake a checksum *and* name a referenced id to be taken for one —
+/// or, at the end the damaged record's length declares, any intact record (the length
+/// held; the damage was in the body). Never the declared end alone: a damaged length
+/// that happens to land on a later record must not skip the intact ones before it.
+/// `None` when nothing intact follows.
 fn next_intact_record(
     file: &dyn StorageFile,
     offset: u64,
     len: u64,
     referenced: &HashMap<MsgId, u32>,
 ) -> std::io::Result<Option<u64>> {
-    if let Some(body_len) = plausible_length(file, offset, len)? {
-        let declared_end = offset + record::FRAME_BYTES as u64 + u64::from(body_len);
-        if intact_record_at(file, declared_end, len)?.is_some() {
-            return Ok(Some(declared_end));
-        }
-    }
+    let declared_end = plausible_length(file, offset, len)?
+        .map(|body_len| offset + record::FRAME_BYTES as u64 + u64::from(body_len));
     const PROBE: usize = record::FRAME_BYTES + MsgId::BYTES;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = offset + 1;
@@ -401,10 +399,9 @@ fn next_intact_record(
             if !fits(candidate, body_len, len) {
                 continue;
             }
-            let id = &buf[i + record::FRAME_BYTES..i + PROBE];
-            if referenced.contains_key(&MsgId(id.try_into().unwrap()))
-                && intact_record_at(file, candidate, len)?.is_some()
-            {
+            let id = MsgId(buf[i + record::FRAME_BYTES..i + PROBE].try_into().unwrap());
+            let wanted = referenced.contains_key(&id) || Some(candidate) == declared_end;
+            if wanted && intact_record_at(file, candidate, len)?.is_some() {
                 return Ok(Some(candidate));
             }
         }
