@@ -18,62 +18,70 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn w1(peer: &str, durability: &str, r: &W1Row) -> Row {
+    fn new(peer: &str, durability: &str, figures: Vec<(&'static str, f64)>) -> Row {
         Row {
             peer: peer.into(),
             durability: durability.into(),
-            figures: vec![
+            figures,
+        }
+    }
+
+    pub fn w1(peer: &str, durability: &str, r: &W1Row) -> Row {
+        Row::new(
+            peer,
+            durability,
+            vec![
                 ("appends_per_s", r.appends_per_s),
                 ("ack_p50_us", r.ack_p50_us as f64),
                 ("ack_p99_us", r.ack_p99_us as f64),
                 ("read_msgs_per_s", r.read_msgs_per_s),
                 ("seq_ack_p50_us", r.seq_ack_p50_us as f64),
             ],
-        }
+        )
     }
 
     pub fn w2(peer: &str, durability: &str, r: &W2Row) -> Row {
-        Row {
-            peer: peer.into(),
-            durability: durability.into(),
-            figures: vec![
+        Row::new(
+            peer,
+            durability,
+            vec![
                 ("writes_per_s", r.writes_per_s),
                 ("write_mb_per_s", r.write_mb_per_s),
                 ("confirm_p50_us", r.confirm_p50_us as f64),
                 ("reads_per_s", r.reads_per_s),
             ],
-        }
+        )
     }
 
     pub fn w5(peer: &str, durability: &str, r: &W5Row) -> Row {
-        Row {
-            peer: peer.into(),
-            durability: durability.into(),
-            figures: vec![
+        Row::new(
+            peer,
+            durability,
+            vec![
                 ("appends_per_s", r.appends_per_s),
                 ("ack_p50_us", r.ack_p50_us as f64),
                 ("ack_p99_us", r.ack_p99_us as f64),
                 ("delivery_p99_ms", r.delivery_p99_ms),
             ],
-        }
+        )
     }
 
     pub fn w4(peer: &str, durability: &str, r: &W4Row) -> Row {
-        Row {
-            peer: peer.into(),
-            durability: durability.into(),
-            figures: vec![
+        Row::new(
+            peer,
+            durability,
+            vec![
                 ("clean_open_s", r.clean_open_s),
                 ("crash_open_s", r.crash_open_s),
             ],
-        }
+        )
     }
 
     pub fn w3(peer: &str, durability: &str, r: &W3Row) -> Row {
-        Row {
-            peer: peer.into(),
-            durability: durability.into(),
-            figures: vec![
+        Row::new(
+            peer,
+            durability,
+            vec![
                 ("settle_s", r.settle_s),
                 ("space_ratio", r.space_ratio),
                 ("write_amplification", r.write_amplification),
@@ -82,7 +90,7 @@ impl Row {
                     r.read_p99_us_during_compaction,
                 ),
             ],
-        }
+        )
     }
 }
 

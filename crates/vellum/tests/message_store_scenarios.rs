@@ -496,8 +496,9 @@ fn a_torn_tail_is_cut_at_every_byte_of_the_last_record() {
     }
 }
 
-#[test]
-fn a_corrupted_record_mid_file_is_reported_with_its_range_and_the_rest_stays_readable() {
+/// A cleanly closed store of nine 80-byte messages in one segment: the disk, the
+/// segment's path and bytes, and the messages' references.
+fn nine_messages() -> (SimStorage, PathBuf, Vec<u8>, Vec<(MsgId, u32)>) {
     let sim = SimStorage::new();
     let store = open(&sim, options(), &no_refs());
     for n in 0..9 {
@@ -507,11 +508,26 @@ fn a_corrupted_record_mid_file_is_reported_with_its_range_and_the_rest_stays_rea
     drop(store);
     let seg = segments(&sim).pop().unwrap();
     let bytes = sim.read_file(&seg).unwrap();
+    (sim, seg, bytes, (0..9).map(|n| (id(n), 1)).collect())
+}
+
+/// The ranges a store's open set aside, as (start, end).
+fn lost(store: &MessageStore) -> Vec<(u64, u64)> {
+    store
+        .recovery()
+        .lost
+        .iter()
+        .map(|l| (l.start, l.end))
+        .collect()
+}
+
+#[test]
+fn a_corrupted_record_mid_file_is_reported_with_its_range_and_the_rest_stays_readable() {
+    let (sim, seg, bytes, refs) = nine_messages();
     let (at, framed) = record_extents(&bytes)[4];
     sim.flip_bit(&seg, (at + 40) as u64, 2);
 
     // The clean path does not scan: the read itself finds the damage.
-    let refs: Vec<(MsgId, u32)> = (0..9).map(|n| (id(n), 1)).collect();
     let store = open(&sim, options(), &refs);
     assert!(store.recovery().clean);
     match store.read(&id(4)) {
@@ -548,17 +564,8 @@ fn a_corrupted_record_mid_file_is_reported_with_its_range_and_the_rest_stays_rea
 
 #[test]
 fn a_damaged_length_mid_file_loses_that_record_only_the_scan_resyncs_on_the_next() {
-    let sim = SimStorage::new();
-    let store = open(&sim, options(), &no_refs());
-    for n in 0..9 {
-        write_one(&store, n, 80);
-    }
-    store.close().unwrap();
-    drop(store);
-    let seg = segments(&sim).pop().unwrap();
-    let bytes = sim.read_file(&seg).unwrap();
+    let (sim, seg, bytes, refs) = nine_messages();
     let (at, framed) = record_extents(&bytes)[4];
-    let refs: Vec<(MsgId, u32)> = (0..9).map(|n| (id(n), 1)).collect();
     // Every bit of the length field: the record may now claim to end past the file,
     // inside the next record, or before its own body ends.
     for bit in 0..32u64 {
@@ -569,8 +576,11 @@ fn a_damaged_length_mid_file_loses_that_record_only_the_scan_resyncs_on_the_next
         let recovery = store.recovery();
         assert!(!recovery.clean);
         assert!(recovery.torn_tails.is_empty(), "bit {bit}: {recovery:?}");
-        let lost: Vec<(u64, u64)> = recovery.lost.iter().map(|l| (l.start, l.end)).collect();
-        assert_eq!(lost, vec![(at as u64, (at + framed) as u64)], "bit {bit}");
+        assert_eq!(
+            lost(&store),
+            vec![(at as u64, (at + framed) as u64)],
+            "bit {bit}"
+        );
         assert_eq!(recovery.missing, vec![id(4)], "bit {bit}");
         for n in (0..9).filter(|n| *n != 4) {
             assert_eq!(store.read(&id(n)).unwrap(), body(n, 80), "bit {bit}, {n}");
@@ -580,15 +590,8 @@ fn a_damaged_length_mid_file_loses_that_record_only_the_scan_resyncs_on_the_next
 
 #[test]
 fn a_damaged_length_that_lands_on_a_later_record_skips_no_intact_one() {
-    let sim = SimStorage::new();
-    let store = open(&sim, options(), &no_refs());
-    for n in 0..9 {
-        write_one(&store, n, 80);
-    }
-    store.close().unwrap();
-    drop(store);
-    let seg = segments(&sim).pop().unwrap();
-    let extents = record_extents(&sim.read_file(&seg).unwrap());
+    let (sim, seg, bytes, refs) = nine_messages();
+    let extents = record_extents(&bytes);
     let ((at, framed), (sixth, _)) = (extents[4], extents[6]);
     // Record 4 now claims to end exactly where record 6 starts: 5 would be skipped.
     let declared = (sixth - at - 8) as u32;
@@ -598,15 +601,8 @@ fn a_damaged_length_that_lands_on_a_later_record_skips_no_intact_one() {
     file.sync_data().unwrap();
     drop(file);
     sim.remove_file(&Path::new(DIR).join("snapshot")).unwrap();
-    let refs: Vec<(MsgId, u32)> = (0..9).map(|n| (id(n), 1)).collect();
     let store = open(&sim, options(), &refs);
-    let lost: Vec<(u64, u64)> = store
-        .recovery()
-        .lost
-        .iter()
-        .map(|l| (l.start, l.end))
-        .collect();
-    assert_eq!(lost, vec![(at as u64, (at + framed) as u64)]);
+    assert_eq!(lost(&store), vec![(at as u64, (at + framed) as u64)]);
     for n in (0..9).filter(|n| *n != 4) {
         assert_eq!(store.read(&id(n)).unwrap(), body(n, 80), "{n}");
     }
@@ -614,26 +610,17 @@ fn a_damaged_length_that_lands_on_a_later_record_skips_no_intact_one() {
 
 #[test]
 fn a_damaged_segment_header_loses_only_itself() {
-    let sim = SimStorage::new();
-    let store = open(&sim, options(), &no_refs());
-    for n in 0..5 {
-        write_one(&store, n, 80);
-    }
-    store.close().unwrap();
-    drop(store);
-    let seg = segments(&sim).pop().unwrap();
-    let refs: Vec<(MsgId, u32)> = (0..5).map(|n| (id(n), 1)).collect();
+    let (sim, seg, _, refs) = nine_messages();
     // Magic, version, segment number (the rest of the header is reserved, unchecked).
     for byte in [0, 7, 8, 16, 23] {
         let image = sim.crash(CrashMode::DropUnsynced);
         image.flip_bit(&seg, byte, 3);
         image.remove_file(&Path::new(DIR).join("snapshot")).unwrap();
         let store = open(&image, options(), &refs);
+        assert_eq!(lost(&store), vec![(0, 32)], "byte {byte}");
         let recovery = store.recovery();
-        let lost: Vec<(u64, u64)> = recovery.lost.iter().map(|l| (l.start, l.end)).collect();
-        assert_eq!(lost, vec![(0, 32)], "byte {byte}");
         assert!(recovery.missing.is_empty(), "byte {byte}: {recovery:?}");
-        for n in 0..5 {
+        for n in 0..9 {
             assert_eq!(store.read(&id(n)).unwrap(), body(n, 80), "byte {byte}, {n}");
         }
     }
