@@ -128,7 +128,7 @@ fn main() -> anyhow::Result<()> {
                 w5.add(Row::w5(
                     "Redis Streams (XADD, XREAD BLOCK)",
                     "fsync at ack (appendfsync always)",
-                    &server_peers::w5(server.port, args.scale)?,
+                    &server_peers::w5(server.port, &options)?,
                 ));
             }
         }

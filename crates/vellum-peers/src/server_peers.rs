@@ -138,21 +138,18 @@ impl Connection {
     }
 }
 
-/// `w5` against the Redis at `port` (started with `appendfsync always`), at `scale`.
-pub fn w5(port: u16, scale: f64) -> anyhow::Result<W5Row> {
+/// `w5` against the Redis at `port` (started with `appendfsync always`), scaled as
+/// Vellum's `w5` is by the same options.
+pub fn w5(port: u16, options: &vellum_bench::BenchOptions) -> anyhow::Result<W5Row> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(drive(port, scale))
+    runtime.block_on(drive(port, options))
 }
 
-fn scaled(n: usize, scale: f64, min: usize) -> usize {
-    ((n as f64 * scale) as usize).max(min)
-}
-
-async fn drive(port: u16, scale: f64) -> anyhow::Result<W5Row> {
-    let per_client = scaled(APPENDS, scale, CLIENTS) / CLIENTS;
+async fn drive(port: u16, options: &vellum_bench::BenchOptions) -> anyhow::Result<W5Row> {
+    let per_client = options.scaled(APPENDS, CLIENTS) / CLIENTS;
     let started = Instant::now();
     let mut clients = Vec::with_capacity(CLIENTS);
     for client in 0..CLIENTS {
@@ -180,8 +177,8 @@ async fn drive(port: u16, scale: f64) -> anyhow::Result<W5Row> {
         per_client * CLIENTS
     );
 
-    let subscribers = scaled(SUBSCRIBERS, scale, 10);
-    let live = scaled(LIVE_MESSAGES, scale, 20);
+    let subscribers = options.scaled(SUBSCRIBERS, 10);
+    let live = options.scaled(LIVE_MESSAGES, 20);
     // The stream exists before anyone reads it; every subscriber reads from its first entry on.
     let first = check.xadd(b"w5-live", b"start").await?;
     let base = Instant::now();
